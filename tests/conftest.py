@@ -1,0 +1,49 @@
+"""Shared fixtures: real weights (fetched by the project's own code), the read-only ../shared folder, small torch."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED = Path(os.environ.get("VSANIMESR_SHARED", REPO.parent / "shared"))
+
+# Two cores: keep each test process from oversubscribing them.
+torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))
+
+
+def shared_path(rel: str) -> Path:
+    """A file under ../shared, or skip the test with the reason (a user's clone has no ../shared)."""
+    p = SHARED / rel
+    if not p.exists():
+        pytest.skip(f"{p} is absent (../shared is only beside the developers' checkout)")
+    return p
+
+
+@pytest.fixture(scope="session")
+def conformance() -> dict[str, np.ndarray]:
+    with np.load(shared_path("reference/animesr_conformance.npz")) as d:
+        return {k: d[k] for k in d.files}
+
+
+@pytest.fixture(scope="session")
+def demo_video() -> Path:
+    return shared_path("data/onepiece_demo.mp4")
+
+
+@pytest.fixture(scope="session")
+def weights_v1() -> Path:
+    from vsanimesr.weights import fetch
+
+    return fetch("v1")
+
+
+@pytest.fixture(scope="session")
+def weights_v2() -> Path:
+    from vsanimesr.weights import fetch
+
+    return fetch("v2")

@@ -1,0 +1,234 @@
+"""Clip datasets for AnimeSR training.
+
+A *clip* is either a folder of numbered frames (the AVC-Train layout: one folder per clip, ``00000000.png`` ...) or
+a video file. Each item is a short window sampled by the published rules: ``clip_len`` frames at a temporal interval
+drawn from ``intervals``, reversed with p=0.5, one ``gt_size`` crop and one set of flips/transposes shared by all
+frames, then (optionally) degraded to LR with :func:`training.degradations.pipeline.degrade_clip`.
+
+Every random choice comes from a generator seeded by ``(seed, epoch, index)``, so an item does not depend on which
+worker or rank loads it: the dataset works with any number of ``DataLoader`` workers and with
+``DistributedSampler``. Call :meth:`ClipDataset.set_epoch` each epoch (with ``persistent_workers=False``, or the
+workers keep their copy of the old epoch).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import av
+import cv2
+import numpy as np
+import torch
+from torch import nn
+from torch.utils.data import Dataset
+
+from training.degradations.pipeline import DegradationConfig, degrade_clip
+from training.synthetic import make_synthetic_cartoon_clip
+
+__all__ = ["IMAGE_EXTS", "VIDEO_EXTS", "ClipDataset", "ClipSource", "find_clips", "make_synthetic_cartoon_clip"]
+
+log = logging.getLogger("training.data")
+
+IMAGE_EXTS = (".png", ".jpg", ".jpeg", ".bmp", ".webp", ".tif", ".tiff")
+VIDEO_EXTS = (".mp4", ".mkv", ".avi", ".mov", ".webm", ".m4v", ".ts", ".m2ts", ".mpg", ".mpeg", ".flv", ".wmv", ".y4m")
+
+
+def _natural_key(name: str) -> list[Any]:
+    return [int(tok) if tok.isdigit() else tok for tok in re.split(r"(\d+)", name)]
+
+
+@dataclass(frozen=True)
+class ClipSource:
+    """One clip: a sorted tuple of frame files, or a video file."""
+
+    key: str
+    num_frames: int
+    frames: tuple[str, ...] = ()
+    video: str | None = None
+
+    def read(self, indices: Sequence[int]) -> np.ndarray:
+        """Frames at ``indices`` (any order, repeats allowed) as (len,H,W,3) uint8 RGB."""
+        if self.video is None:
+            out = []
+            for i in indices:
+                img = cv2.imread(self.frames[i], cv2.IMREAD_COLOR)
+                if img is None:
+                    raise OSError(f"ClipSource.read: cannot read image {self.frames[i]!r}")
+                out.append(cv2.cvtColor(img, cv2.COLOR_BGR2RGB))
+            return np.stack(out)
+        # Video: decode from the start up to the last wanted frame (fine for short clips; pre-split long videos).
+        wanted = set(indices)
+        last = max(indices)
+        got: dict[int, np.ndarray] = {}
+        with av.open(self.video) as container:
+            stream = container.streams.video[0]
+            stream.thread_type = "SLICE"
+            for i, frame in enumerate(container.decode(stream)):
+                if i in wanted:
+                    got[i] = frame.to_ndarray(format="rgb24")
+                if i >= last:
+                    break
+        missing = wanted - set(got)
+        if missing:
+            raise OSError(f"ClipSource.read: {self.video!r} has no frame(s) {sorted(missing)[:5]}")
+        return np.stack([got[i] for i in indices])
+
+
+def _count_video_frames(path: Path) -> int:
+    with av.open(str(path)) as container:
+        stream = container.streams.video[0]
+        if stream.frames:
+            return int(stream.frames)
+        return sum(1 for p in container.demux(stream) if p.size)
+
+
+def _frames_in(folder: Path) -> list[Path]:
+    return sorted((p for p in folder.iterdir() if p.suffix.lower() in IMAGE_EXTS), key=lambda p: _natural_key(p.name))
+
+
+def find_clips(root_or_paths: str | os.PathLike[str] | Sequence[str | os.PathLike[str]]) -> list[ClipSource]:
+    """Collect clips from a clip folder, a folder of clip folders and/or videos, a video file, or a list of these."""
+    items = [root_or_paths] if isinstance(root_or_paths, (str, os.PathLike)) else list(root_or_paths)
+    clips: list[ClipSource] = []
+    for item in items:
+        p = Path(item)
+        if p.is_file():
+            if p.suffix.lower() not in VIDEO_EXTS:
+                raise ValueError(f"find_clips: {str(p)!r} is not a video file (extensions: {VIDEO_EXTS})")
+            clips.append(ClipSource(key=p.stem, num_frames=_count_video_frames(p), video=str(p)))
+        elif p.is_dir():
+            frames = _frames_in(p)
+            if frames:
+                clips.append(ClipSource(key=p.name, num_frames=len(frames), frames=tuple(map(str, frames))))
+                continue
+            for child in sorted(p.iterdir(), key=lambda c: _natural_key(c.name)):
+                if child.is_dir() and (frames := _frames_in(child)):
+                    clips.append(ClipSource(key=child.name, num_frames=len(frames), frames=tuple(map(str, frames))))
+                elif child.is_file() and child.suffix.lower() in VIDEO_EXTS:
+                    n = _count_video_frames(child)
+                    clips.append(ClipSource(key=child.stem, num_frames=n, video=str(child)))
+        else:
+            raise FileNotFoundError(f"find_clips: {str(p)!r} does not exist")
+    if not clips:
+        raise ValueError(f"find_clips: no clip folders or videos found in {[str(i) for i in items]}")
+    return clips
+
+
+class ClipDataset(Dataset):
+    """Random HR/LR training windows from clips.
+
+    Args:
+        root_or_paths: see :func:`find_clips`.
+        clip_len: frames per item (15 in the paper).
+        gt_size: side of the square HR crop (256 in the paper).
+        scale: HR/LR size ratio; must match ``degradation.scale``.
+        intervals: temporal strides to draw from; only those that fit in the clip are used.
+        degradation: the LR pipeline; ``None`` returns HR only (degrade later, e.g. on the GPU, with the item's
+            ``seed``: ``degrade_clip(gt, cfg, rng=np.random.default_rng(seed))``).
+        lbo_pool: learned basic operators for ``degradation`` (kept on the CPU inside workers).
+        seed: base seed; items are a pure function of (seed, epoch, index).
+        reverse_prob: probability of playing the window backwards.
+        augment: random horizontal flip, vertical flip and transpose, each with p=0.5.
+        repeat: the dataset length is ``repeat`` x the number of clips (an epoch visits each clip ``repeat`` times).
+
+    Items are dicts: ``gt`` (T,3,gt,gt) float in [0,1]; ``lq`` (T,3,gt/scale,gt/scale) when ``degradation`` is
+    set; ``key`` ``"<clip>/<first frame>"``; ``seed`` (int); ``params`` (JSON string of the degradation draws).
+    """
+
+    def __init__(
+        self,
+        root_or_paths: str | os.PathLike[str] | Sequence[str | os.PathLike[str]],
+        *,
+        clip_len: int = 15,
+        gt_size: int = 256,
+        scale: int = 4,
+        intervals: Sequence[int] = (1, 2, 3),
+        degradation: DegradationConfig | None = None,
+        lbo_pool: Sequence[nn.Module] | None = None,
+        seed: int = 0,
+        reverse_prob: float = 0.5,
+        augment: bool = True,
+        repeat: int = 1,
+    ) -> None:
+        if clip_len < 1:
+            raise ValueError(f"ClipDataset: clip_len must be >= 1, got {clip_len!r}")
+        if gt_size < 1 or gt_size % scale:
+            raise ValueError(f"ClipDataset: gt_size must be a positive multiple of scale={scale}, got {gt_size!r}")
+        if not intervals or any(int(i) < 1 for i in intervals):
+            raise ValueError(f"ClipDataset: intervals must be positive integers, got {list(intervals)!r}")
+        if degradation is not None and degradation.scale != scale:
+            raise ValueError(f"ClipDataset: scale={scale} differs from degradation.scale={degradation.scale}")
+        if repeat < 1:
+            raise ValueError(f"ClipDataset: repeat must be >= 1, got {repeat!r}")
+        self.clips = find_clips(root_or_paths)
+        too_short = [c.key for c in self.clips if c.num_frames < clip_len]
+        if too_short:
+            raise ValueError(f"ClipDataset: clip(s) shorter than clip_len={clip_len}: {too_short[:5]}")
+        self.clip_len = clip_len
+        self.gt_size = gt_size
+        self.scale = scale
+        self.intervals = tuple(int(i) for i in intervals)
+        self.degradation = degradation
+        self.lbo_pool = lbo_pool
+        self.seed = int(seed)
+        self.reverse_prob = float(reverse_prob)
+        self.augment = augment
+        self.repeat = int(repeat)
+        self.epoch = 0
+        log.info("ClipDataset: %d clips, %d items", len(self.clips), len(self))
+
+    def set_epoch(self, epoch: int) -> None:
+        """Choose a different (but reproducible) draw for every item; call once per epoch, like the sampler's."""
+        self.epoch = int(epoch)
+
+    def __len__(self) -> int:
+        return len(self.clips) * self.repeat
+
+    def __getitem__(self, index: int) -> dict[str, Any]:
+        if not 0 <= index < len(self):
+            raise IndexError(f"ClipDataset: index {index} out of range [0, {len(self)})")
+        seq = np.random.SeedSequence([self.seed, self.epoch, index])
+        sample_rng = np.random.default_rng(seq.spawn(1)[0])
+        degrade_seed = int(seq.generate_state(2, np.uint64)[1] >> np.uint64(1))
+        clip = self.clips[index % len(self.clips)]
+
+        fits = [i for i in self.intervals if (self.clip_len - 1) * i + 1 <= clip.num_frames]
+        interval = fits[int(sample_rng.integers(len(fits)))]
+        span = (self.clip_len - 1) * interval + 1
+        start = int(sample_rng.integers(0, clip.num_frames - span + 1))
+        indices = list(range(start, start + span, interval))
+        if sample_rng.random() < self.reverse_prob:
+            indices.reverse()
+        frames = clip.read(indices)
+
+        h, w = frames.shape[1:3]
+        if h < self.gt_size or w < self.gt_size:
+            raise ValueError(f"ClipDataset: clip {clip.key!r} frames are {h}x{w}, smaller than gt_size={self.gt_size}")
+        top = int(sample_rng.integers(0, h - self.gt_size + 1))
+        left = int(sample_rng.integers(0, w - self.gt_size + 1))
+        frames = frames[:, top : top + self.gt_size, left : left + self.gt_size]
+        if self.augment:
+            hflip, vflip, transpose = (bool(v) for v in sample_rng.random(3) < 0.5)
+            if hflip:
+                frames = frames[:, :, ::-1]
+            if vflip:
+                frames = frames[:, ::-1]
+            if transpose:
+                frames = frames.transpose(0, 2, 1, 3)
+        gt = torch.from_numpy(np.ascontiguousarray(frames)).permute(0, 3, 1, 2).float().div_(255.0)
+
+        item: dict[str, Any] = {"gt": gt, "key": f"{clip.key}/{indices[0]:06d}", "seed": degrade_seed}
+        if self.degradation is not None:
+            lq, params = degrade_clip(
+                gt, self.degradation, rng=np.random.default_rng(degrade_seed), lbo_pool=self.lbo_pool
+            )
+            item["lq"] = lq
+            item["params"] = json.dumps(params)
+        return item

@@ -1,0 +1,230 @@
+"""The Python side of the native ``core.animesr.Upscale`` filter (vsanimesr/_plugin/animesr.c).
+
+The C filter owns frame requests and the VapourSynth frames; this module owns the engine. It is called with the GIL
+held from VapourSynth's worker threads, so it never requests frames and never raises into C: :func:`create` and
+:meth:`Bridge.process` return an error *string* (starting with ``animesr.Upscale:``) instead, which the filter turns
+into a graph-build error or that frame's error.
+
+Users do not import this module; see :func:`vsanimesr.vs.upscale` and ``core.animesr.Upscale``.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import threading
+import traceback
+import warnings
+from collections import OrderedDict
+from typing import Any, Protocol
+
+import numpy as np
+
+__all__ = ["Bridge", "create"]
+
+log = logging.getLogger("vsanimesr.vs")
+
+PREFIX = "animesr.Upscale: "
+OUTPUT_CACHE_BYTES = 512 << 20
+"""Memory for outputs computed ahead of an out-of-order request (see :meth:`Bridge.process`)."""
+
+# Source planes are read-only views of VapourSynth frames; the engine copies them straight away.
+warnings.filterwarnings("ignore", message="The given NumPy array is not writable", category=UserWarning)
+
+
+class Window(Protocol):
+    """What the C filter passes: ``window(k)`` -> (R, G, B) read-only planes; ``window.scene_change(k)``."""
+
+    def __call__(self, k: int) -> tuple[Any, Any, Any]: ...
+    def scene_change(self, k: int) -> bool | None: ...
+
+
+def _message(exc: BaseException) -> str:
+    text = str(exc).strip() or type(exc).__name__
+    return text.removeprefix("AnimeSR: ")
+
+
+def create(
+    *,
+    width: int,
+    height: int,
+    num_frames: int,
+    format: str,  # noqa: A002 - the VapourSynth format name, e.g. "RGBS"
+    model: str = "v2",
+    device: str = "auto",
+    fp16: int | None = None,
+    tile: int = 0,
+    tile_overlap: int = 16,
+    reset_interval: int | None = None,
+    warmup: int | None = None,
+    scene_threshold: float | None = None,
+    outscale: float = 4.0,
+) -> Bridge | str:
+    """Validate the filter's arguments and build the engine; an error message string on bad input."""
+    try:
+        return Bridge(
+            width=width,
+            height=height,
+            num_frames=num_frames,
+            format=format,
+            model=model,
+            device=device,
+            fp16=fp16,
+            tile=tile,
+            tile_overlap=tile_overlap,
+            reset_interval=reset_interval,
+            warmup=warmup,
+            scene_threshold=scene_threshold,
+            outscale=outscale,
+        )
+    except _ArgError as e:
+        return PREFIX + str(e)
+    except Exception as e:  # engine construction: ValueError, WeightsError, RuntimeError, OSError ...
+        return PREFIX + _message(e)
+
+
+class _ArgError(ValueError):
+    pass
+
+
+class Bridge:
+    """One ``Upscale`` instance: the engine, its resolved settings, and the frame entry point for the C filter."""
+
+    def __init__(
+        self,
+        *,
+        width: int,
+        height: int,
+        num_frames: int,
+        format: str,  # noqa: A002
+        model: str,
+        device: str,
+        fp16: int | None,
+        tile: int,
+        tile_overlap: int,
+        reset_interval: int | None,
+        warmup: int | None,
+        scene_threshold: float | None,
+        outscale: float,
+    ) -> None:
+        import torch
+
+        from vsanimesr.engine import AnimeSR, resolve_device
+
+        if format not in ("RGBS", "RGBH"):
+            raise _ArgError(f"clip: format {format} is not supported (need RGBS or RGBH)")
+        for name, value in (("tile", tile), ("tile_overlap", tile_overlap)):
+            if value < 0:
+                raise _ArgError(f"{name} must be >= 0, got {value}")
+        for name, value in (("reset_interval", reset_interval), ("warmup", warmup)):
+            if value is not None and value < 0:
+                raise _ArgError(f"{name} must be >= 0, got {value}")
+        if scene_threshold is not None and not (math.isfinite(scene_threshold) and scene_threshold >= 0):
+            raise _ArgError(f"scene_threshold must be a finite number >= 0 (0 disables the detector), got {scene_threshold}")
+        if not (math.isfinite(outscale) and outscale > 0):
+            raise _ArgError(f"outscale must be a finite number > 0, got {outscale}")
+        if fp16 is not None and fp16 not in (0, 1):
+            raise _ArgError(f"fp16 must be 0 or 1 (or unset), got {fp16}")
+        try:
+            dev = resolve_device(device)
+        except ValueError as e:
+            raise _ArgError(f"device={device!r}: {_message(e)}") from e
+        # RGBH means half-precision compute where that is fast and accurate (CUDA); the CPU computes in fp32.
+        use_fp16 = bool(fp16) if fp16 is not None else (format == "RGBH" and dev.type == "cuda")
+        if use_fp16 and dev.type != "cuda":
+            raise _ArgError(f"fp16=1 needs a CUDA device, got device={device!r} (resolved to {str(dev)!r})")
+        try:
+            self.sr = AnimeSR(
+                model=model,
+                device=str(dev),
+                fp16=use_fp16,
+                tile=tile,
+                tile_overlap=tile_overlap,
+                reset_interval=reset_interval,
+                warmup=warmup,
+                scene_threshold=scene_threshold,
+            )
+        except Exception as e:
+            if type(e).__name__ == "WeightsError":
+                raise _ArgError(f"model={model!r}: {_message(e)}") from e
+            raise
+        self._torch = torch
+        self.device = dev
+        self.width, self.height, self.num_frames = width, height, num_frames
+        self.out_dtype = np.float16 if format == "RGBH" else np.float32
+        self.reset_interval: int = self.sr.reset_interval
+        self.warmup: int = self.sr.warmup
+        # The C filter computes the same window itself (no GIL in arInitial); make sure it agrees with the engine.
+        for n in {0, num_frames - 1, min(num_frames - 1, self.reset_interval + 1), num_frames // 2}:
+            lo, hi = self._window(n)
+            if (lo, hi) != tuple(self.sr.window(n, num_frames)):
+                raise RuntimeError(f"engine window {self.sr.window(n, num_frames)} != filter window {(lo, hi)}")
+        self.ring_capacity = max(8, self.reset_interval + self.warmup + 3)
+        if outscale == 4.0:
+            self.out_width, self.out_height = 4 * width, 4 * height
+        else:
+            self.out_width, self.out_height = round(width * outscale), round(height * outscale)
+            if self.out_width < 1 or self.out_height < 1:
+                raise _ArgError(f"outscale={outscale} gives an empty {self.out_width}x{self.out_height} frame")
+        frame_bytes = 3 * 16 * width * height * 4
+        self._ahead_max = int(min(16, max(2, OUTPUT_CACHE_BYTES // frame_bytes)))
+        self._ahead: OrderedDict[int, np.ndarray] = OrderedDict()
+        self._pos: int | None = None  # the engine's chain position after our last computed request
+        self._lock = threading.Lock()
+        log.debug(
+            "animesr.Upscale: %dx%d %s, %d frames, device=%s fp16=%s reset_interval=%d warmup=%d",
+            width, height, format, num_frames, dev, use_fp16, self.reset_interval, self.warmup,
+        )
+
+    @property
+    def steps(self) -> int:
+        """Network steps executed by this instance's engine."""
+        return self.sr.steps
+
+    def _window(self, n: int) -> tuple[int, int]:
+        r = self.reset_interval
+        p = (n // r) * r if r else 0
+        return max(0, p - self.warmup - 1), min(self.num_frames - 1, n + 1)
+
+    def _period(self, n: int) -> int:
+        r = self.reset_interval
+        return (n // r) * r if r else 0
+
+    def process(self, n: int, window: Window) -> np.ndarray | str:
+        """Output frame ``n`` as a C-contiguous (3, 4H, 4W) array in the clip's sample type, or an error message.
+
+        VapourSynth delivers requests slightly out of order even in a sequential render. When ``n`` is a little
+        ahead of the engine's chain, the frames in between are computed now (one step each, as they would be
+        anyway) and kept for their own requests, so a sequential render costs one step per frame.
+        """
+        with self._lock:
+            try:
+                out = self._ahead.pop(n, None)
+                if out is None:
+                    pos = self._pos
+                    if pos is not None and 1 < n - pos <= self._ahead_max and self._period(pos) == self._period(n):
+                        for k in range(pos + 1, n):
+                            if k not in self._ahead:
+                                self._ahead[k] = self._compute(k, window)
+                        while len(self._ahead) > self._ahead_max:
+                            self._ahead.popitem(last=False)
+                    out = self._compute(n, window)
+                log.debug("animesr.Upscale: frame %d done, %d network steps so far", n, self.sr.steps)
+                return out
+            except Exception as e:
+                self._pos = None
+                self._ahead.clear()
+                tb = "".join(traceback.format_exception(e)).rstrip()
+                return f"{PREFIX}frame {n}: {type(e).__name__}: {_message(e)}\n{tb}"
+
+    def _compute(self, k: int, window: Window) -> np.ndarray:
+        torch = self._torch
+        # Each call from C may run on a fresh thread state: set per-thread torch modes here, every time.
+        with torch.inference_mode():
+            if self.device.type == "cuda":
+                with torch.cuda.device(self.device):
+                    out = self.sr.frame_planar(k, window, self.num_frames, window.scene_change, out_dtype=self.out_dtype)
+            else:
+                out = self.sr.frame_planar(k, window, self.num_frames, window.scene_change, out_dtype=self.out_dtype)
+        self._pos = k
+        return np.ascontiguousarray(out)

@@ -1,0 +1,425 @@
+"""Choosing training clips from raw anime videos (the AVC recipe, rebuilt from weight-free parts).
+
+Two decoding passes per video, so memory stays flat whatever the video's length:
+
+1. :func:`analyze_video` decodes every frame once (PyAV) and keeps only per-frame numbers
+   (:class:`FrameStats`): a content distance to the previous frame (for cuts), the optical-flow motion to the
+   previous frame, the dominant-gray-level fraction (flat / black frames) and, on every ``score_every``-th
+   frame, the quality scorers' values.
+2. :func:`select_windows` picks windows of ``clip_len`` consecutive frames from those numbers (pure NumPy, easy
+   to test), and :func:`extract_clips` decodes again and writes the chosen frames as PNG.
+
+Measures (all computed on frames shrunk to ``analysis_width`` pixels wide, area interpolation):
+
+* **Cuts.** ``d[t]`` = mean over pixels of ``(|ΔH| + |ΔS| + |ΔV|) / 3`` between frames t-1 and t in HSV on the
+  0..255 scale (hue is circular: OpenCV's 0..179 hue, shortest way round, scaled so a half turn is 255).
+  A new shot starts at t when ``d[t] >= cut_threshold`` (default 30, PySceneDetect's content detector uses 27
+  with a similar measure; AnimeSR's preprocessing used 30 on HSV) and the current shot is at least
+  ``min_shot_len`` frames long. Adjacent frames of one shot in anime rarely exceed ~15 even in pans.
+* **Motion.** Mean Farneback optical-flow magnitude between consecutive gray frames, converted to pixels of the
+  original resolution (multiplied by ``width / analysis_width``). Not defined across a cut.
+* **Flat frames.** The fraction of pixels whose 8-bit gray level is within ``flat_tolerance`` of the most
+  common level; a frame is flat (black, white, a title card of one colour) when it reaches ``flat_fraction``
+  (default 0.9, the AnimeSR recipe's drop level).
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+import shutil
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from training.scoring import FrameScorer
+
+__all__ = [
+    "ClipWindow",
+    "FrameStats",
+    "SelectConfig",
+    "analyze_video",
+    "content_distance",
+    "detect_cuts",
+    "extract_clips",
+    "flat_fraction",
+    "motion_magnitude",
+    "select_windows",
+]
+
+logger = logging.getLogger(__name__)
+
+ProgressFactory = Callable[[int | None, str], "ProgressBar"]
+
+
+class ProgressBar:
+    """The two methods of a tqdm bar the analysis uses; the default does nothing."""
+
+    def update(self, n: int = 1) -> None:  # noqa: D102
+        pass
+
+    def close(self) -> None:  # noqa: D102
+        pass
+
+
+@dataclass(frozen=True)
+class SelectConfig:
+    """How clips are chosen; every field is a CLI option of ``scripts/build_dataset.py``."""
+
+    clip_len: int = 100
+    """Frames per clip (AVC used 100)."""
+    clips_per_video: int = 1
+    """Clips that lie inside one shot, the best first, never overlapping."""
+    cut_clips: int = 0
+    """Extra clips that contain exactly one cut (the paper let some clips cross a cut)."""
+    min_cut_side: int = 10
+    """In a cut clip, each side of the cut has at least this many frames."""
+    min_motion: float = 0.5
+    """Mean motion of a clip, in pixels/frame at full resolution, must reach this (rejects static shots)."""
+    flat_fraction: float = 0.9
+    """A frame whose dominant gray level covers this fraction of pixels is flat and never selected."""
+    flat_tolerance: int = 2
+    """Gray levels within this many 8-bit codes of the dominant one count as dominant (compression noise)."""
+    cut_threshold: float = 30.0
+    """HSV content distance (0..255) at or above which a new shot starts."""
+    min_shot_len: int = 8
+    """No second cut within this many frames of the previous one (flashes, fades)."""
+    analysis_width: int = 160
+    """Width of the shrunk frames for cuts, motion and flatness."""
+    score_every: int = 10
+    """Run the quality scorers on every n-th frame (NIQE is the slowest step)."""
+    motion_weight: float = 1.0
+    """Weight of the motion z-score in the combined window score."""
+    scorer_weights: tuple[tuple[str, float], ...] = ()
+    """Weights of the scorers' z-scores, ``(name, weight)``; scorers not listed weigh 1."""
+
+    def __post_init__(self) -> None:
+        def bad(name: str, rule: str) -> None:
+            raise ValueError(f"SelectConfig: {name} must be {rule}, got {getattr(self, name)!r}")
+
+        for name in ("clip_len", "clips_per_video", "cut_clips", "min_shot_len", "analysis_width", "score_every"):
+            v = getattr(self, name)
+            if not isinstance(v, int) or v < (0 if name in ("clips_per_video", "cut_clips") else 1):
+                bad(name, "a non-negative integer" if name in ("clips_per_video", "cut_clips") else "an integer >= 1")
+        if self.clip_len < 2:
+            bad("clip_len", ">= 2")
+        if self.score_every > self.clip_len:
+            bad("score_every", f"<= clip_len ({self.clip_len}) so every clip has a scored frame")
+        if not 0.0 < self.flat_fraction <= 1.0:
+            bad("flat_fraction", "in (0, 1]")
+        if not 0 <= self.flat_tolerance < 128:
+            bad("flat_tolerance", "in [0, 128)")
+        if self.min_motion < 0:
+            bad("min_motion", ">= 0")
+        if self.analysis_width < 16:
+            bad("analysis_width", ">= 16")
+        if self.cut_clips and not 1 <= self.min_cut_side <= self.clip_len // 2:
+            bad("min_cut_side", f"in [1, clip_len // 2 = {self.clip_len // 2}]")
+
+    def weight_of(self, scorer: str) -> float:
+        return dict(self.scorer_weights).get(scorer, 1.0)
+
+
+@dataclass
+class FrameStats:
+    """Per-frame numbers from one decoding pass; index t is the t-th decoded frame."""
+
+    width: int
+    height: int
+    fps: float
+    content: np.ndarray
+    """(N,) HSV content distance to frame t-1 (0 for t = 0)."""
+    motion: np.ndarray
+    """(N,) motion from frame t-1 to t in full-resolution pixels (nan for t = 0)."""
+    flat: np.ndarray
+    """(N,) dominant-gray-level fraction."""
+    quality: dict[str, np.ndarray] = field(default_factory=dict)
+    """Per scorer, (N,) scores, nan on frames that were not scored."""
+    higher_is_better: dict[str, bool] = field(default_factory=dict)
+    error: str | None = None
+    """Set when decoding stopped early; the stats cover the frames decoded before that."""
+
+    @property
+    def n_frames(self) -> int:
+        return int(self.content.shape[0])
+
+
+@dataclass(frozen=True)
+class ClipWindow:
+    """One chosen clip: frames ``start`` .. ``end - 1`` of the source."""
+
+    start: int
+    end: int
+    score: float
+    motion: float
+    quality: dict[str, float]
+    cuts: tuple[int, ...] = ()
+
+    def to_json(self) -> dict:
+        d = asdict(self)
+        d["cuts"] = list(self.cuts)
+        return d
+
+
+# --------------------------------------------------------------------------------------- per-frame measures
+def _shrink(rgb: np.ndarray, width: int) -> np.ndarray:
+    import cv2
+
+    h, w = rgb.shape[:2]
+    if w <= width:
+        return np.ascontiguousarray(rgb)
+    return cv2.resize(rgb, (width, max(1, round(h * width / w))), interpolation=cv2.INTER_AREA)
+
+
+def _hsv(rgb_small: np.ndarray) -> np.ndarray:
+    import cv2
+
+    return cv2.cvtColor(rgb_small, cv2.COLOR_RGB2HSV).astype(np.int16)
+
+
+def content_distance(prev_hsv: np.ndarray, hsv: np.ndarray) -> float:
+    """Mean HSV difference (0..255) of two OpenCV-HSV frames (int), hue taken the short way round."""
+    d = np.abs(hsv - prev_hsv)
+    dh = np.minimum(d[..., 0], 180 - d[..., 0]) * (255.0 / 90.0)
+    return float((dh.mean() + d[..., 1].mean() + d[..., 2].mean()) / 3.0)
+
+
+def flat_fraction(gray: np.ndarray, *, tolerance: int = 2) -> float:
+    """Fraction of pixels of a uint8 gray image within ``tolerance`` levels of its most common level."""
+    hist = np.bincount(gray.ravel(), minlength=256).astype(np.int64)
+    window = np.convolve(hist, np.ones(2 * tolerance + 1, dtype=np.int64), mode="same")
+    mode = int(np.argmax(hist))
+    return float(window[mode] / gray.size)
+
+
+def motion_magnitude(prev_gray: np.ndarray, gray: np.ndarray) -> float:
+    """Mean Farneback optical-flow magnitude (pixels of these images) from ``prev_gray`` to ``gray``."""
+    import cv2
+
+    flow = cv2.calcOpticalFlowFarneback(prev_gray, gray, None, 0.5, 3, 15, 3, 5, 1.2, 0)
+    return float(np.mean(np.hypot(flow[..., 0], flow[..., 1])))
+
+
+def detect_cuts(content: np.ndarray, *, threshold: float, min_shot_len: int) -> list[int]:
+    """Frame indices where a new shot starts (never 0), from :attr:`FrameStats.content`."""
+    cuts: list[int] = []
+    last = 0
+    for t in range(1, len(content)):
+        if content[t] >= threshold and t - last >= min_shot_len:
+            cuts.append(t)
+            last = t
+    return cuts
+
+
+# --------------------------------------------------------------------------------------- decoding passes
+def analyze_video(
+    path: str | os.PathLike[str],
+    cfg: SelectConfig,
+    scorers: Sequence[FrameScorer],
+    *,
+    progress: ProgressFactory | None = None,
+) -> FrameStats:
+    """First pass: decode every frame with PyAV and measure it (see the module docstring).
+
+    Raises:
+        av.error.FFmpegError / OSError: the file cannot be opened or no frame decodes. An error after some
+        frames decoded is recorded in :attr:`FrameStats.error` instead, so a truncated file still yields clips.
+    """
+    import av
+    import cv2
+
+    content: list[float] = []
+    motion: list[float] = []
+    flat: list[float] = []
+    quality: dict[str, list[float]] = {s.name: [] for s in scorers}
+    error: str | None = None
+    prev_hsv = prev_gray = None
+    width = height = 0
+    with av.open(os.fspath(path)) as container:
+        if not container.streams.video:
+            raise ValueError(f"analyze_video: {path} has no video stream")
+        stream = container.streams.video[0]
+        stream.thread_type = "AUTO"
+        fps = float(stream.average_rate or stream.guessed_rate or 0.0)
+        bar = (progress or (lambda total, desc: ProgressBar()))(stream.frames or None, Path(path).name)
+        try:
+            for t, frame in enumerate(container.decode(stream)):
+                rgb = frame.to_ndarray(format="rgb24")
+                height, width = rgb.shape[:2]
+                small = _shrink(rgb, cfg.analysis_width)
+                hsv = _hsv(small)
+                gray = cv2.cvtColor(small, cv2.COLOR_RGB2GRAY)
+                content.append(0.0 if prev_hsv is None else content_distance(prev_hsv, hsv))
+                scale = width / gray.shape[1]
+                motion.append(math.nan if prev_gray is None else motion_magnitude(prev_gray, gray) * scale)
+                flat.append(flat_fraction(gray, tolerance=cfg.flat_tolerance))
+                for s in scorers:
+                    quality[s.name].append(float(s(rgb)) if t % cfg.score_every == 0 else math.nan)
+                prev_hsv, prev_gray = hsv, gray
+                bar.update(1)
+        except (av.error.FFmpegError, ValueError, OSError) as e:
+            if not content:
+                raise
+            error = f"decoding stopped after {len(content)} frames: {e}"
+            logger.warning("%s: %s", path, error)
+        finally:
+            bar.close()
+    if not content:
+        raise ValueError(f"analyze_video: no frame could be decoded from {path}")
+    return FrameStats(
+        width=width,
+        height=height,
+        fps=fps,
+        content=np.asarray(content),
+        motion=np.asarray(motion),
+        flat=np.asarray(flat),
+        quality={k: np.asarray(v) for k, v in quality.items()},
+        higher_is_better={s.name: bool(s.higher_is_better) for s in scorers},
+        error=error,
+    )
+
+
+def extract_clips(
+    path: str | os.PathLike[str],
+    windows: Sequence[ClipWindow],
+    folders: Sequence[Path],
+    *,
+    progress: ProgressFactory | None = None,
+) -> None:
+    """Second pass: write frames ``w.start .. w.end - 1`` of each window as ``folder/00000000.png``, ...
+
+    Each folder is written as ``<folder>.partial`` and renamed when complete, so an interrupted run never leaves
+    a clip folder that looks finished. PNG is lossless; frames are 8-bit RGB.
+    """
+    import av
+    import cv2
+
+    if len(windows) != len(folders):
+        raise ValueError(f"extract_clips: {len(windows)} windows but {len(folders)} folders")
+    if not windows:
+        return
+    tmp = [f.with_name(f.name + ".partial") for f in folders]
+    for d in (*folders, *tmp):
+        if d.exists():
+            shutil.rmtree(d)
+    for d in tmp:
+        d.mkdir(parents=True)
+    last = max(w.end for w in windows)
+    written = [0] * len(windows)
+    with av.open(os.fspath(path)) as container:
+        stream = container.streams.video[0]
+        stream.thread_type = "AUTO"
+        bar = (progress or (lambda total, desc: ProgressBar()))(last, f"{Path(path).name} (writing)")
+        try:
+            for t, frame in enumerate(container.decode(stream)):
+                if t >= last:
+                    break
+                bar.update(1)
+                hits = [i for i, w in enumerate(windows) if w.start <= t < w.end]
+                if not hits:
+                    continue
+                bgr = frame.to_ndarray(format="bgr24")
+                for i in hits:
+                    name = tmp[i] / f"{t - windows[i].start:08d}.png"
+                    if not cv2.imwrite(str(name), bgr, [cv2.IMWRITE_PNG_COMPRESSION, 3]):
+                        raise OSError(f"extract_clips: could not write {name}")
+                    written[i] += 1
+        finally:
+            bar.close()
+    for w, n, src, dst in zip(windows, written, tmp, folders, strict=True):
+        if n != w.end - w.start:
+            raise ValueError(f"extract_clips: {path} gave {n} of {w.end - w.start} frames for clip {dst.name}")
+        src.rename(dst)
+
+
+# --------------------------------------------------------------------------------------- selection
+def _window_sums(x: np.ndarray, length: int) -> np.ndarray:
+    """Sums over every window of ``length`` consecutive entries (len(x) - length + 1 values)."""
+    c = np.concatenate([[0.0], np.cumsum(x, dtype=np.float64)])
+    return c[length:] - c[:-length]
+
+
+def _zscore(x: np.ndarray) -> np.ndarray:
+    sd = float(np.std(x))
+    return np.zeros_like(x) if sd == 0 or not math.isfinite(sd) else (x - np.mean(x)) / sd
+
+
+def select_windows(stats: FrameStats, cuts: Sequence[int], cfg: SelectConfig) -> list[ClipWindow]:
+    """Choose the clips: ``cfg.clips_per_video`` inside one shot, then ``cfg.cut_clips`` across exactly one cut.
+
+    A window ``[s, s + clip_len)`` is eligible when it has no flat frame and its mean motion (over the frame
+    pairs inside it that do not straddle a cut) reaches ``cfg.min_motion``. Eligible windows are ranked by
+    ``motion_weight * z(motion) + Σ weight_s * ± z(quality_s)``, where z standardises a component over the
+    eligible windows of this video and the sign makes higher better. The best non-overlapping windows win.
+    """
+    n, length = stats.n_frames, cfg.clip_len
+    if n < length:
+        return []
+    starts = np.arange(n - length + 1)
+
+    flat_count = _window_sums((stats.flat >= cfg.flat_fraction).astype(np.float64), length)
+    pair_ok = np.isfinite(stats.motion)
+    cut_mask = np.zeros(n, dtype=bool)
+    cut_mask[[c for c in cuts if 0 < c < n]] = True
+    pair_ok &= ~cut_mask  # motion into a cut frame compares two different shots
+    # pairs (t-1, t) inside [s, s+L) are t = s+1 .. s+L-1: a window of L-1 entries starting at s+1
+    pair_sum = _window_sums(np.where(pair_ok, stats.motion, 0.0)[1:], length - 1)
+    pair_cnt = _window_sums(pair_ok[1:].astype(np.float64), length - 1)
+    motion = np.divide(pair_sum, pair_cnt, out=np.zeros_like(pair_sum), where=pair_cnt > 0)
+    n_cuts = _window_sums(cut_mask[1:].astype(np.float64), length - 1).round().astype(int)
+
+    quality: dict[str, np.ndarray] = {}
+    for name, values in stats.quality.items():
+        ok = np.isfinite(values)
+        s = _window_sums(np.where(ok, values, 0.0), length)
+        k = _window_sums(ok.astype(np.float64), length)
+        quality[name] = np.divide(s, k, out=np.full_like(s, np.nan), where=k > 0)
+
+    base_ok = (flat_count == 0) & (motion >= cfg.min_motion) & (pair_cnt > 0)
+    for q in quality.values():
+        base_ok &= np.isfinite(q) | np.all(~np.isfinite(q))  # a scorer that abstained everywhere is ignored
+
+    def cut_ok(s: int) -> bool:
+        inside = [c for c in cuts if s < c < s + length]
+        return len(inside) == 1 and inside[0] - s >= cfg.min_cut_side and s + length - inside[0] >= cfg.min_cut_side
+
+    chosen: list[ClipWindow] = []
+    taken = np.zeros(n, dtype=bool)
+    groups = (
+        (cfg.clips_per_video, base_ok & (n_cuts == 0)),
+        (cfg.cut_clips, base_ok & (n_cuts == 1) & np.array([cut_ok(int(s)) for s in starts]) if cfg.cut_clips else None),
+    )
+    for want, eligible in groups:
+        if not want or eligible is None or not eligible.any():
+            continue
+        idx = starts[eligible]
+        score = cfg.motion_weight * _zscore(motion[idx])
+        for name, q in quality.items():
+            qi = q[idx]
+            if np.all(~np.isfinite(qi)):
+                continue
+            sign = 1.0 if stats.higher_is_better.get(name, True) else -1.0
+            score = score + cfg.weight_of(name) * sign * _zscore(qi)
+        picked = 0
+        for j in np.argsort(-score, kind="stable"):
+            s = int(idx[j])
+            if taken[s : s + length].any():
+                continue
+            taken[s : s + length] = True
+            chosen.append(
+                ClipWindow(
+                    start=s,
+                    end=s + length,
+                    score=float(score[j]),
+                    motion=float(motion[s]),
+                    quality={k: float(v[s]) for k, v in quality.items()},
+                    cuts=tuple(c for c in cuts if s < c < s + length),
+                )
+            )
+            picked += 1
+            if picked == want:
+                break
+    return chosen

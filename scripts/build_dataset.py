@@ -170,11 +170,22 @@ def build_dataset(
             entry = process_video(video, keys[video], out, cfg, scorers, progress=progress)
         except Exception as e:  # noqa: BLE001 - one bad video must never abort the batch
             logger.error("%s: skipped, cannot be processed: %s: %s", video, type(e).__name__, e)
-            entry = {"source": str(video), "key": keys[video], "status": "failed", "error": f"{type(e).__name__}: {e}",
-                     "clips": []}
+            entry = {
+                "source": str(video),
+                "key": keys[video],
+                "status": "failed",
+                "error": f"{type(e).__name__}: {e}",
+                "clips": [],
+            }
         else:
-            logger.info("%s: %d frames, %d cuts, %d clips %s", video.name, entry["frames"], len(entry["cuts"]),
-                        len(entry["clips"]), [(c["start"], c["end"]) for c in entry["clips"]])
+            logger.info(
+                "%s: %d frames, %d cuts, %d clips %s",
+                video.name,
+                entry["frames"],
+                len(entry["cuts"]),
+                len(entry["clips"]),
+                [(c["start"], c["end"]) for c in entry["clips"]],
+            )
         manifest["videos"][str(video)] = entry
         save_manifest(out, manifest)
     save_manifest(out, manifest)
@@ -198,10 +209,19 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     p.add_argument("--analysis-width", type=int, default=d.analysis_width, help="width for cut/motion/flat analysis")
     p.add_argument("--score-every", type=int, default=d.score_every, help="run quality scorers on every n-th frame")
     p.add_argument("--motion-weight", type=float, default=d.motion_weight, help="weight of motion in the score")
-    p.add_argument("--scorer", action="append", default=None,
-                   help="niqe | sharpness | package.module:factory (repeatable; default: niqe and sharpness)")
-    p.add_argument("--scorer-weight", action="append", default=[], metavar="NAME=W",
-                   help="weight of a scorer's z-score (default 1)")
+    p.add_argument(
+        "--scorer",
+        action="append",
+        default=None,
+        help="niqe | sharpness | package.module:factory (repeatable; default: niqe and sharpness)",
+    )
+    p.add_argument(
+        "--scorer-weight",
+        action="append",
+        default=[],
+        metavar="NAME=W",
+        help="weight of a scorer's z-score (default 1)",
+    )
     p.add_argument("--force", action="store_true", help="redo videos already finished")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
     p.add_argument("-v", "--verbose", action="store_true")

@@ -114,8 +114,9 @@ def test_select_windows_on_handmade_stats():
     flat[45:50] = 1.0  # black frames
     q = np.full(n, math.nan)
     q[::2] = np.linspace(10, 0, n)[::2]  # NIQE-like, lower is better: later frames are better
-    stats = cs.FrameStats(W, H, 24.0, content=np.zeros(n), motion=motion, flat=flat,
-                          quality={"niqe": q}, higher_is_better={"niqe": False})
+    stats = cs.FrameStats(
+        W, H, 24.0, content=np.zeros(n), motion=motion, flat=flat, quality={"niqe": q}, higher_is_better={"niqe": False}
+    )
     cfg = cs.SelectConfig(clip_len=10, clips_per_video=2, score_every=2)
     got = cs.select_windows(stats, [], cfg)
     assert [(w.start, w.end) for w in got] == [(50, 60), (35, 45)]  # best quality first, no flat, no overlap
@@ -163,8 +164,17 @@ def test_cut_clip_crosses_the_known_cut(stats: cs.FrameStats):
 def test_build_dataset_end_to_end_resume_and_corrupt(video_dir: Path, tmp_path: Path, caplog):
     script = _load_script()
     out = tmp_path / "clips"
-    argv = ["--videos", str(video_dir), "--out", str(out), "--clip-len", str(CLIP_LEN), "--score-every", "5",
-            "--no-progress"]
+    argv = [
+        "--videos",
+        str(video_dir),
+        "--out",
+        str(out),
+        "--clip-len",
+        str(CLIP_LEN),
+        "--score-every",
+        "5",
+        "--no-progress",
+    ]
     assert script.main(argv) == 0
     manifest = json.loads((out / "manifest.json").read_text())
     entries = {Path(k).name: v for k, v in manifest["videos"].items()}
@@ -182,7 +192,9 @@ def test_build_dataset_end_to_end_resume_and_corrupt(video_dir: Path, tmp_path: 
     assert pngs == [f"{i:08d}.png" for i in range(CLIP_LEN)]
     # lossless: the PNG is the decoded frame, bit for bit
     with av.open(str(video_dir / "episode.mp4")) as c:
-        decoded = [f.to_ndarray(format="rgb24") for _, f in zip(range(clip["start"] + 1), c.decode(video=0))][-1]
+        decoded = [
+            f.to_ndarray(format="rgb24") for _, f in zip(range(clip["start"] + 1), c.decode(video=0), strict=False)
+        ][-1]
     png = cv2.cvtColor(cv2.imread(str(folder / "00000000.png")), cv2.COLOR_BGR2RGB)
     assert np.array_equal(png, decoded)
 
@@ -196,6 +208,8 @@ def test_build_dataset_end_to_end_resume_and_corrupt(video_dir: Path, tmp_path: 
     assert "episode.mp4: already done, skipped" in caplog.text
     assert folder.stat().st_mtime_ns == mtime
     again = json.loads((out / "manifest.json").read_text())
-    assert {Path(k).name: v["status"] for k, v in again["videos"].items()} == {"episode.mp4": "done",
-                                                                               "broken.mp4": "failed"}
+    assert {Path(k).name: v["status"] for k, v in again["videos"].items()} == {
+        "episode.mp4": "done",
+        "broken.mp4": "failed",
+    }
     assert not list(out.glob("*.partial"))

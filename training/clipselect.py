@@ -58,10 +58,10 @@ ProgressFactory = Callable[[int | None, str], "ProgressBar"]
 class ProgressBar:
     """The two methods of a tqdm bar the analysis uses; the default does nothing."""
 
-    def update(self, n: int = 1) -> None:  # noqa: D102
+    def update(self, n: int = 1) -> None:
         pass
 
-    def close(self) -> None:  # noqa: D102
+    def close(self) -> None:
         pass
 
 
@@ -382,33 +382,35 @@ def select_windows(stats: FrameStats, cuts: Sequence[int], cfg: SelectConfig) ->
     for q in quality.values():
         base_ok &= np.isfinite(q) | np.all(~np.isfinite(q))  # a scorer that abstained everywhere is ignored
 
-    def cut_ok(s: int) -> bool:
-        inside = [c for c in cuts if s < c < s + length]
-        return len(inside) == 1 and inside[0] - s >= cfg.min_cut_side and s + length - inside[0] >= cfg.min_cut_side
+    # a cut clip has exactly one cut c with at least min_cut_side frames each side: s in [c - L + m, c - m]
+    sides_ok = np.zeros(starts.size, dtype=bool)
+    for c in cuts:
+        sides_ok[max(0, c - length + cfg.min_cut_side) : max(0, c - cfg.min_cut_side + 1)] = True
 
     chosen: list[ClipWindow] = []
     taken = np.zeros(n, dtype=bool)
-    groups = (
+    for want, eligible in (
         (cfg.clips_per_video, base_ok & (n_cuts == 0)),
-        (cfg.cut_clips, base_ok & (n_cuts == 1) & np.array([cut_ok(int(s)) for s in starts]) if cfg.cut_clips else None),
-    )
-    for want, eligible in groups:
-        if not want or eligible is None or not eligible.any():
-            continue
+        (cfg.cut_clips, base_ok & (n_cuts == 1) & sides_ok),
+    ):
         idx = starts[eligible]
+        if not want or idx.size == 0:
+            continue
         score = cfg.motion_weight * _zscore(motion[idx])
         for name, q in quality.items():
-            qi = q[idx]
-            if np.all(~np.isfinite(qi)):
+            if np.all(~np.isfinite(q[idx])):
                 continue
             sign = 1.0 if stats.higher_is_better.get(name, True) else -1.0
-            score = score + cfg.weight_of(name) * sign * _zscore(qi)
+            score = score + cfg.weight_of(name) * sign * _zscore(q[idx])
         picked = 0
         for j in np.argsort(-score, kind="stable"):
             s = int(idx[j])
+            if picked == want:
+                break
             if taken[s : s + length].any():
                 continue
             taken[s : s + length] = True
+            picked += 1
             chosen.append(
                 ClipWindow(
                     start=s,
@@ -419,7 +421,4 @@ def select_windows(stats: FrameStats, cuts: Sequence[int], cfg: SelectConfig) ->
                     cuts=tuple(c for c in cuts if s < c < s + length),
                 )
             )
-            picked += 1
-            if picked == want:
-                break
     return chosen

@@ -280,8 +280,9 @@ def _mscn(img: np.ndarray) -> np.ndarray:
     img = img.astype(np.float32)
 
     def blur(x: np.ndarray) -> np.ndarray:  # float32 intermediates, as the reference implementation kept them
-        return correlate1d(correlate1d(x, w, 0, output=np.float32, mode="constant"), w, 1, output=np.float32,
-                           mode="constant")
+        return correlate1d(
+            correlate1d(x, w, 0, output=np.float32, mode="constant"), w, 1, output=np.float32, mode="constant"
+        )
 
     mu = blur(img)
     sd = np.sqrt(np.abs(blur(img * img) - mu * mu))

@@ -551,7 +551,7 @@ def process_image_dir(
                 with Image.open(p) as im:
                     if im.mode not in ("RGB", "L", "P", "RGBA", "LA"):
                         log.warning("%s: converting mode %s to 8-bit RGB", p.name, im.mode)
-                    rgb = np.asarray(im.convert("RGB"))
+                    rgb = np.array(im.convert("RGB"))  # a writable copy (torch warns on read-only arrays)
             except OSError as e:
                 raise VideoError(f"cannot read image {str(p)!r}: {e}") from e
             if crop is not None:

@@ -121,7 +121,13 @@ def process_video(
     bar = _tqdm_factory(progress)
     t0 = time.perf_counter()
     stats = analyze_video(video, cfg, scorers, progress=bar)
-    cuts = detect_cuts(stats.content, threshold=cfg.cut_threshold, min_shot_len=cfg.min_shot_len)
+    cuts = detect_cuts(
+        stats.content,
+        stats.palette,
+        threshold=cfg.cut_threshold,
+        palette_threshold=cfg.palette_threshold,
+        min_shot_len=cfg.min_shot_len,
+    )
     windows: list[ClipWindow] = select_windows(stats, cuts, cfg)
     folders = [out / f"{key}_{w.start:06d}" for w in windows]
     extract_clips(video, windows, folders, progress=bar)
@@ -205,6 +211,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     p.add_argument("--flat-fraction", type=float, default=d.flat_fraction, help="dominant gray share of a flat frame")
     p.add_argument("--flat-tolerance", type=int, default=d.flat_tolerance, help="gray levels counted as dominant")
     p.add_argument("--cut-threshold", type=float, default=d.cut_threshold, help="HSV content distance of a cut")
+    p.add_argument("--palette-threshold", type=float, default=d.palette_threshold, help="histogram distance of a cut")
     p.add_argument("--min-shot-len", type=int, default=d.min_shot_len, help="minimum frames between two cuts")
     p.add_argument("--analysis-width", type=int, default=d.analysis_width, help="width for cut/motion/flat analysis")
     p.add_argument("--score-every", type=int, default=d.score_every, help="run quality scorers on every n-th frame")

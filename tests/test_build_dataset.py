@@ -21,6 +21,8 @@ import pytest
 av = pytest.importorskip("av")
 cv2 = pytest.importorskip("cv2")
 
+from conftest import shared_path  # noqa: E402
+
 from training import clipselect as cs  # noqa: E402
 from training.scoring import NiqeScorer, SharpnessScorer, make_scorer  # noqa: E402
 
@@ -103,6 +105,9 @@ def test_detect_cuts_threshold_and_min_shot_len():
     assert cs.detect_cuts(d, threshold=30, min_shot_len=5) == [10, 30]
     assert cs.detect_cuts(d, threshold=30, min_shot_len=1) == [10, 12, 30]
     assert cs.detect_cuts(d, threshold=60, min_shot_len=1) == []
+    palette = np.zeros(40)
+    palette[[12, 30]] = 0.5  # frame 10 changes the picture but not the colours: a new drawing, not a cut
+    assert cs.detect_cuts(d, palette, threshold=30, palette_threshold=0.15, min_shot_len=1) == [12, 30]
 
 
 def test_select_windows_on_handmade_stats():
@@ -115,7 +120,15 @@ def test_select_windows_on_handmade_stats():
     q = np.full(n, math.nan)
     q[::2] = np.linspace(10, 0, n)[::2]  # NIQE-like, lower is better: later frames are better
     stats = cs.FrameStats(
-        W, H, 24.0, content=np.zeros(n), motion=motion, flat=flat, quality={"niqe": q}, higher_is_better={"niqe": False}
+        W,
+        H,
+        24.0,
+        content=np.zeros(n),
+        palette=np.zeros(n),
+        motion=motion,
+        flat=flat,
+        quality={"niqe": q},
+        higher_is_better={"niqe": False},
     )
     cfg = cs.SelectConfig(clip_len=10, clips_per_video=2, score_every=2)
     got = cs.select_windows(stats, [], cfg)
@@ -144,7 +157,7 @@ def test_make_scorer_plugins():
 # ------------------------------------------------------------------------------------------ synthetic video
 def test_analysis_finds_cut_static_black_and_motion(stats: cs.FrameStats):
     assert stats.n_frames == 150 and (stats.width, stats.height) == (W, H)
-    cuts = cs.detect_cuts(stats.content, threshold=30.0, min_shot_len=8)
+    cuts = cs.detect_cuts(stats.content, stats.palette, threshold=30.0, palette_threshold=0.15, min_shot_len=8)
     assert len(cuts) == len(CUTS) and all(abs(c - k) <= 1 for c, k in zip(cuts, CUTS, strict=True))
     assert np.all(stats.flat[BLACK.start :] >= 0.9) and np.all(stats.flat[: BLACK.start] < 0.9)
     assert np.nanmax(stats.motion[1 : STATIC.stop]) < 0.2
@@ -154,7 +167,7 @@ def test_analysis_finds_cut_static_black_and_motion(stats: cs.FrameStats):
 
 
 def test_cut_clip_crosses_the_known_cut(stats: cs.FrameStats):
-    cuts = cs.detect_cuts(stats.content, threshold=30.0, min_shot_len=8)
+    cuts = cs.detect_cuts(stats.content, stats.palette, threshold=30.0, palette_threshold=0.15, min_shot_len=8)
     cfg = cs.SelectConfig(clip_len=CLIP_LEN, clips_per_video=0, cut_clips=1, score_every=5)
     (crossing,) = cs.select_windows(stats, cuts, cfg)
     assert len(crossing.cuts) == 1 and abs(crossing.cuts[0] - 50) <= 1  # never the cut into the black stretch
@@ -213,3 +226,13 @@ def test_build_dataset_end_to_end_resume_and_corrupt(video_dir: Path, tmp_path: 
         "broken.mp4": "failed",
     }
     assert not list(out.glob("*.partial"))
+
+
+def test_demo_clip_cut_and_static_first_shot():
+    """The real demo clip: one cut at frame 100; its first shot is nearly still, so clips come from the second."""
+    video = shared_path("data/onepiece_demo.mp4")
+    cfg = cs.SelectConfig(clip_len=50, clips_per_video=2, score_every=10)
+    stats = cs.analyze_video(video, cfg, [])
+    cuts = cs.detect_cuts(stats.content, stats.palette, threshold=30.0, palette_threshold=0.15, min_shot_len=8)
+    assert cuts == [100]
+    assert [(w.start >= 100, w.end - w.start) for w in cs.select_windows(stats, cuts, cfg)] == [(True, 50)]

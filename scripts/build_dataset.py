@@ -198,9 +198,26 @@ def build_dataset(
     return manifest
 
 
+def load_config_file(path: Path) -> tuple[SelectConfig, list[str] | None]:
+    """A YAML file of :class:`SelectConfig` fields (snake_case) plus an optional ``scorers`` list."""
+    import yaml
+
+    data = yaml.safe_load(path.read_text()) or {}
+    if not isinstance(data, dict):
+        raise ValueError(f"build_dataset: --config {path} must hold a mapping, got {type(data).__name__}")
+    scorers = data.pop("scorers", None)
+    if scorers is not None and not (isinstance(scorers, list) and all(isinstance(x, str) for x in scorers)):
+        raise ValueError(f"build_dataset: 'scorers' in {path} must be a list of names, got {scorers!r}")
+    return SelectConfig.from_mapping(data), scorers
+
+
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
-    d = SelectConfig()
+    pre = argparse.ArgumentParser(add_help=False)
+    pre.add_argument("--config", type=Path)
+    config_path = pre.parse_known_args(argv)[0].config
+    d, file_scorers = load_config_file(config_path) if config_path else (SelectConfig(), None)
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawTextHelpFormatter)
+    p.add_argument("--config", type=Path, help="YAML file of defaults (SelectConfig fields, 'scorers'); flags win")
     p.add_argument("--videos", nargs="+", required=True, help="video files and/or folders (searched recursively)")
     p.add_argument("--out", required=True, type=Path, help="output folder: one sub-folder per clip + manifest.json")
     p.add_argument("--clip-len", type=int, default=d.clip_len, help="frames per clip (default %(default)s)")
@@ -232,29 +249,34 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     p.add_argument("--force", action="store_true", help="redo videos already finished")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
     p.add_argument("-v", "--verbose", action="store_true")
+    p.set_defaults(file_scorers=file_scorers, file_weights=d.scorer_weights)
     return p.parse_args(argv)
 
 
 def config_from_args(args: argparse.Namespace) -> SelectConfig:
-    weights = []
+    weights = dict(args.file_weights)
     for item in args.scorer_weight:
         name, sep, value = item.partition("=")
         try:
-            weights.append((name, float(value)))
+            weights[name] = float(value)
         except ValueError:
             sep = ""
         if not sep or not name:
             raise SystemExit(f"build_dataset: --scorer-weight must look like NAME=1.5, got {item!r}")
     kwargs = {f.name: getattr(args, f.name) for f in fields(SelectConfig) if hasattr(args, f.name)}
-    return SelectConfig(**kwargs, scorer_weights=tuple(weights))
+    return SelectConfig(**kwargs, scorer_weights=tuple(weights.items()))
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = parse_args(argv)
+    try:
+        args = parse_args(argv)
+    except (ValueError, OSError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO, format="%(levelname)s %(message)s")
     try:
         cfg = config_from_args(args)
-        scorers = [make_scorer(s) for s in (args.scorer or ["niqe", "sharpness"])]
+        scorers = [make_scorer(s) for s in (args.scorer or args.file_scorers or ["niqe", "sharpness"])]
         names = [s.name for s in scorers]
         if len(set(names)) != len(names):
             raise ValueError(f"build_dataset: scorer names must be unique, got {names}")

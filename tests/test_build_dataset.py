@@ -236,3 +236,18 @@ def test_demo_clip_cut_and_static_first_shot():
     cuts = cs.detect_cuts(stats.content, stats.palette, threshold=30.0, palette_threshold=0.15, min_shot_len=8)
     assert cuts == [100]
     assert [(w.start >= 100, w.end - w.start) for w in cs.select_windows(stats, cuts, cfg)] == [(True, 50)]
+
+
+def test_yaml_config_defaults_flags_win_and_unknown_keys(tmp_path: Path, capsys):
+    script = _load_script()
+    cfg_file = tmp_path / "select.yaml"
+    cfg_file.write_text("clip_len: 40\nmin_motion: 1\nscorers: [sharpness]\nscorer_weights: {sharpness: 2}\n")
+    args = script.parse_args(["--config", str(cfg_file), "--videos", "x", "--out", "y", "--clip-len", "20"])
+    cfg = script.config_from_args(args)
+    assert (cfg.clip_len, cfg.min_motion, cfg.weight_of("sharpness")) == (20, 1.0, 2.0)
+    assert args.file_scorers == ["sharpness"]
+    cfg_file.write_text("clip_len: 40\nclip_length: 3\n")
+    assert script.main(["--config", str(cfg_file), "--videos", "x", "--out", "y"]) == 2
+    assert "SelectConfig: unknown keys ['clip_length']" in capsys.readouterr().err
+    with pytest.raises(ValueError, match="SelectConfig: clip_len must be int"):
+        cs.SelectConfig.from_mapping({"clip_len": 2.5})

@@ -37,9 +37,10 @@ import logging
 import math
 import os
 import shutil
-from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass, field
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -134,6 +135,24 @@ class SelectConfig:
 
     def weight_of(self, scorer: str) -> float:
         return dict(self.scorer_weights).get(scorer, 1.0)
+
+    @classmethod
+    def from_mapping(cls, data: Mapping[str, Any]) -> SelectConfig:
+        """Build from a YAML-style mapping; unknown keys are an error, ``scorer_weights`` may be a mapping."""
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(data) - known)
+        if unknown:
+            raise ValueError(f"SelectConfig: unknown keys {unknown}; known keys: {sorted(known)}")
+        d = dict(data)
+        if isinstance(d.get("scorer_weights"), Mapping):
+            d["scorer_weights"] = tuple((str(k), float(v)) for k, v in d["scorer_weights"].items())
+        for f in fields(cls):  # YAML gives ints where floats are meant; reject other type mismatches
+            if f.name in d and f.type in ("int", "float"):
+                v = d[f.name]
+                if isinstance(v, bool) or not isinstance(v, int | float) or (f.type == "int" and isinstance(v, float)):
+                    raise ValueError(f"SelectConfig: {f.name} must be {f.type}, got {v!r}")
+                d[f.name] = float(v) if f.type == "float" else v
+        return cls(**d)
 
 
 @dataclass

@@ -11,6 +11,7 @@ finished; a video that cannot be read is reported (status ``failed``) and the ba
 
 Quality scorers are pluggable: ``--scorer niqe --scorer sharpness`` (the default) or your own
 ``--scorer package.module:factory`` (see ``training/scoring.py`` for the three-member interface).
+Settings can also come from a YAML file (``--config``: SelectConfig field names, plus ``scorers``).
 """
 
 from __future__ import annotations
@@ -216,7 +217,8 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     pre.add_argument("--config", type=Path)
     config_path = pre.parse_known_args(argv)[0].config
     d, file_scorers = load_config_file(config_path) if config_path else (SelectConfig(), None)
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawTextHelpFormatter)
+    summary, _, details = __doc__.partition("\n\n")
+    p = argparse.ArgumentParser(description=summary, epilog=details, formatter_class=argparse.RawTextHelpFormatter)
     p.add_argument("--config", type=Path, help="YAML file of defaults (SelectConfig fields, 'scorers'); flags win")
     p.add_argument("--videos", nargs="+", required=True, help="video files and/or folders (searched recursively)")
     p.add_argument("--out", required=True, type=Path, help="output folder: one sub-folder per clip + manifest.json")

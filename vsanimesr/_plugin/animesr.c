@@ -258,7 +258,6 @@ typedef struct {
     VSVideoInfo vi;          /* output: 4x the input */
     int in_w, in_h, num_frames;
     int reset_interval, warmup;
-    int64_t sar_mul, sar_div; /* _SARNum *= sar_mul, _SARDen *= sar_div (outscale with uneven rounding) */
     PyObject *bridge;         /* vsanimesr._vsbridge.Bridge */
     pthread_mutex_t lock;     /* guards the ring */
     RingSlot *ring;
@@ -314,26 +313,6 @@ static const VSFrame *ring_get(UpscaleData *d, int n) {
             return g_vsapi->addFrameRef(d->ring[i].f);
         }
     return NULL;
-}
-
-static void scale_sar(const VSAPI *vsapi, VSMap *props, int64_t mul, int64_t div) {
-    if (mul == div)
-        return;
-    int e1 = 0, e2 = 0;
-    int64_t num = vsapi->mapGetInt(props, "_SARNum", 0, &e1);
-    int64_t den = vsapi->mapGetInt(props, "_SARDen", 0, &e2);
-    if (e1 || e2 || num <= 0 || den <= 0)
-        return;
-    num *= mul;
-    den *= div;
-    int64_t a = num, b = den;
-    while (b) {
-        int64_t t = a % b;
-        a = b;
-        b = t;
-    }
-    vsapi->mapSetInt(props, "_SARNum", num / a, maReplace);
-    vsapi->mapSetInt(props, "_SARDen", den / a, maReplace);
 }
 
 /* Runs the engine for frame n on the window (all references in r). Returns the new frame or NULL + err. */
@@ -400,8 +379,6 @@ static VSFrame *run_engine(UpscaleData *d, int n, Request *r, VSCore *core, cons
 done:
     Py_XDECREF(result);
     PyGILState_Release(gil);
-    if (dst)
-        scale_sar(vsapi, vsapi->getFramePropertiesRW(dst), d->sar_mul, d->sar_div);
     return dst;
 }
 
@@ -649,9 +626,6 @@ static void VS_CC upscale_create(const VSMap *in, VSMap *out, void *user_data, V
     d->reset_interval = reset_interval;
     d->warmup = warmup;
     d->bridge = bridge;
-    /* A resize to out_w x out_h follows; keep the display aspect ratio through uneven rounding. */
-    d->sar_mul = (int64_t)d->vi.width * out_h;
-    d->sar_div = (int64_t)out_w * d->vi.height;
     d->ring_cap = ring_cap < 8 ? 8 : ring_cap;
     d->ring = (RingSlot *)calloc((size_t)d->ring_cap, sizeof(RingSlot));
     for (int i = 0; i < d->ring_cap; i++)
@@ -669,7 +643,8 @@ static void VS_CC upscale_create(const VSMap *in, VSMap *out, void *user_data, V
         vsapi->mapConsumeNode(out, "clip", filter, maReplace);
         return;
     }
-    /* outscale != 4: resize the x4 result with Spline36 (sharp, little ringing) to exactly out_w x out_h. */
+    /* outscale != 4: resize the x4 result with Spline36 (sharp, little ringing) to exactly out_w x out_h.
+     * The resizer also updates _SARNum/_SARDen when rounding makes the scale uneven. */
     VSPlugin *resize = vsapi->getPluginByID("com.vapoursynth.resize", core);
     if (!resize) {
         vsapi->mapSetError(out, ERR_PREFIX "outscale: the core's resize plugin is not available");

@@ -1,0 +1,304 @@
+"""core.animesr.Upscale with a real core and real vspipe: order-proof recurrence, conformance, errors, pipeline.
+
+These need the plugin installed (``pip install .`` builds it into site-packages/vapoursynth/plugins/).
+Clips are tiny (10 frames of 16x24) with small reset_interval/warmup so each test runs in seconds.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+vs = pytest.importorskip("vapoursynth")
+
+REPO = Path(__file__).resolve().parents[1]
+N, H, W = 10, 16, 24
+SETTINGS = dict(reset_interval=4, warmup=2)  # periodic restarts at 4 and 8, each led in by 2 warm-up steps
+
+
+@pytest.fixture(scope="module")
+def core():
+    c = vs.core
+    if not hasattr(c, "animesr"):
+        pytest.skip("core.animesr is not installed: run `pip install --no-build-isolation .` first")
+    return c
+
+
+def smooth_frames(n: int = N, cut_at: int | None = None, seed: int = 0) -> np.ndarray:
+    """(n, 3, H, W) float32 in [0, 1]: a slowly moving pattern (no scene cut unless cut_at is given)."""
+    rng = np.random.default_rng(seed)
+    yy, xx = np.mgrid[0:H, 0:W].astype(np.float32)
+    out = []
+    for t in range(n):
+        phase = 0.3 * t + (5.0 if cut_at is not None and t >= cut_at else 0.0)
+        base = [0.5 + 0.4 * np.sin(xx / (3 + c) + phase) * np.cos(yy / (4 + c) - phase) for c in range(3)]
+        if cut_at is not None and t >= cut_at:
+            base = [1.0 - b for b in base]
+        out.append(np.stack(base) + 0.02 * rng.standard_normal((3, H, W)).astype(np.float32))
+    return np.clip(np.stack(out), 0, 1).astype(np.float32)
+
+
+def clip_from(core, data: np.ndarray, fmt=None):
+    fmt = fmt or vs.RGBS
+    blank = core.std.BlankClip(width=data.shape[3], height=data.shape[2], format=fmt, length=data.shape[0])
+
+    def fill(n, f):
+        f = f.copy()
+        for p in range(3):
+            np.asarray(f[p])[:] = data[n, p]
+        return f
+
+    return core.std.ModifyFrame(blank, blank, fill)
+
+
+def planes(frame) -> np.ndarray:
+    return np.stack([np.asarray(frame[p]) for p in range(3)])
+
+
+@pytest.fixture(scope="module")
+def reference() -> dict[str, np.ndarray]:
+    """The engine's own upscale() for the test clips (the ground truth every request order must reproduce)."""
+    from vsanimesr.engine import AnimeSR
+
+    out = {}
+    for name, data in (("smooth", smooth_frames()), ("cut", smooth_frames(cut_at=6))):
+        sr = AnimeSR(model="v2", device="cpu", **SETTINGS)
+        out[name] = sr.upscale(data.transpose(0, 2, 3, 1)).transpose(0, 3, 1, 2)
+    return out
+
+
+@pytest.mark.parametrize("name", ["smooth", "cut"])
+@pytest.mark.parametrize("order", ["sequential", "reversed", "shuffled"])
+def test_any_request_order_is_bitwise_equal_to_engine(core, reference, name, order):
+    core.num_threads = 4
+    data = smooth_frames(cut_at=6 if name == "cut" else None)
+    up = core.animesr.Upscale(clip_from(core, data), model="v2", device="cpu", **SETTINGS)
+    assert (up.width, up.height, up.num_frames, up.format.id) == (4 * W, 4 * H, N, vs.RGBS)
+    idx = list(range(N))
+    if order == "reversed":
+        idx.reverse()
+    elif order == "shuffled":
+        random.Random(3).shuffle(idx)
+    for n in idx:
+        np.testing.assert_array_equal(planes(up.get_frame(n)), reference[name][n], err_msg=f"frame {n} ({order})")
+
+
+def test_concurrent_requests_and_two_instances(core, reference):
+    """Many frames in flight at once (get_frame_async) on two instances: still the engine's exact frames."""
+    core.num_threads = 4
+    clip = clip_from(core, smooth_frames())
+    a = core.animesr.Upscale(clip, model="v2", device="cpu", **SETTINGS)
+    b = core.animesr.Upscale(clip, model="v1", device="cpu", **SETTINGS)
+    futs = [(n, a.get_frame_async(n)) for n in range(N)] + [(n, b.get_frame_async(n)) for n in (5, 1, 9)]
+    for n, fut in futs[:N]:
+        np.testing.assert_array_equal(planes(fut.result()), reference["smooth"][n])
+    assert all(planes(f.result()).shape == (3, 4 * H, 4 * W) for _, f in futs[N:])
+
+
+_VPY = """
+import logging, sys
+import numpy as np
+import torch
+import vapoursynth as vs
+torch.set_num_threads({threads})  # as in the test process: CPU kernels may sum in another order with another count
+sys.path.insert(0, {tests!r})
+from test_vs_plugin import clip_from
+logging.basicConfig(filename={log!r}, level=logging.DEBUG, format="%(message)s", force=True)
+core = vs.core
+core.num_threads = 4
+{extra}
+data = np.load({npy!r})
+core.animesr.Upscale(clip_from(core, data), model="v2", device="cpu", {args}).set_output()
+"""
+
+
+def run_vspipe(tmp_path: Path, data: np.ndarray, *args: str, extra: str = "", kwargs: str = "reset_interval=4, warmup=2"):
+    vspipe = Path(sys.executable).with_name("vspipe")
+    if not vspipe.exists():
+        vspipe = Path(shutil.which("vspipe") or "vspipe")
+    np.save(tmp_path / "clip.npy", data)
+    log = tmp_path / "animesr.log"
+    script = tmp_path / "clip.vpy"
+    script.write_text(
+        _VPY.format(
+            tests=str(REPO / "tests"), log=str(log), npy=str(tmp_path / "clip.npy"), extra=extra, args=kwargs,
+            threads=torch.get_num_threads(),
+        )
+    )
+    env = dict(os.environ, PYTHONPATH=str(REPO), OMP_NUM_THREADS="1")
+    proc = subprocess.run(
+        [str(vspipe), *args, str(script), str(tmp_path / "out.raw")], capture_output=True, text=True, env=env,
+        timeout=300,
+    )
+    return proc, tmp_path / "out.raw", log
+
+
+def test_vspipe_r8_four_threads_bitwise_and_counted_steps(core, reference, tmp_path):
+    proc, raw, log = run_vspipe(tmp_path, smooth_frames(), "-r", "8")
+    assert proc.returncode == 0, proc.stderr
+    # vspipe writes RGB planes in G, B, R order.
+    out = np.fromfile(raw, dtype=np.float32).reshape(N, 3, 4 * H, 4 * W)[:, [2, 0, 1]]
+    np.testing.assert_array_equal(out, reference["smooth"])
+    # One network step per frame plus `warmup` steps before each periodic restart (at 4 and 8): 10 + 2 + 2.
+    steps = [int(line.split(", ")[1].split()[0]) for line in log.read_text().splitlines() if "network steps" in line]
+    assert len(steps) == N
+    assert max(steps) == N + 2 * SETTINGS["warmup"], log.read_text()
+
+
+def test_conformance_with_resets_and_detection_off(core, conformance):
+    lr = conformance["lr"]
+    for model in ("v1", "v2"):
+        up = core.animesr.Upscale(clip_from(core, lr), model=model, device="cpu", reset_interval=0, scene_threshold=0)
+        out = np.stack([planes(up.get_frame(n)) for n in range(len(lr))])
+        err = float(np.abs(out - conformance[f"sr_AnimeSR_{model}"]).max())
+        assert err <= 1e-4, f"{model}: max abs difference {err}"
+
+
+def test_frame_props_carried_and_outscale(core, reference):
+    clip = core.std.SetFrameProps(clip_from(core, smooth_frames()), Custom=7, _SARNum=1, _SARDen=1)
+    up = core.animesr.Upscale(clip, model="v2", device="cpu", **SETTINGS)
+    props = up.get_frame(3).props
+    assert props["Custom"] == 7 and (props["_SARNum"], props["_SARDen"]) == (1, 1)
+    half = core.animesr.Upscale(clip, model="v2", device="cpu", outscale=2.0, **SETTINGS)
+    assert (half.width, half.height, half.format.id) == (2 * W, 2 * H, vs.RGBS)
+    expect = core.resize.Spline36(clip_from(core, reference["smooth"]), width=2 * W, height=2 * H)
+    np.testing.assert_allclose(planes(half.get_frame(2)), planes(expect.get_frame(2)), atol=1e-5)
+    odd = core.animesr.Upscale(clip, model="v2", device="cpu", outscale=1.3, **SETTINGS)  # 31x21: uneven rounding
+    assert (odd.width, odd.height) == (31, 21)
+    p = odd.get_frame(0).props
+    assert p["_SARNum"] * 31 * 16 == p["_SARDen"] * 24 * 21  # display aspect ratio kept
+
+
+def test_rgbh_in_rgbh_out(core, reference):
+    up = core.animesr.Upscale(clip_from(core, smooth_frames(), vs.RGBH), model="v2", device="cpu", **SETTINGS)
+    assert up.format.id == vs.RGBH
+    out = planes(up.get_frame(1)).astype(np.float32)
+    assert np.abs(out - reference["smooth"][1]).max() < 5e-3  # half input/output, fp32 compute on the CPU
+
+
+def _bad_weights(tmp_path: Path) -> Path:
+    p = tmp_path / "junk.pth"
+    p.write_bytes(b"not a checkpoint at all" * 100)
+    return p
+
+
+@pytest.mark.parametrize(
+    ("make", "kwargs", "expect"),
+    [
+        (lambda c: c.std.BlankClip(format=vs.YUV420P8, length=2), {}, "clip: format YUV420P8"),
+        (lambda c: c.std.BlankClip(format=vs.RGB24, length=2), {}, "clip: format RGB24"),
+        (
+            lambda c: c.std.Splice([c.std.BlankClip(format=vs.RGBS), c.std.BlankClip(format=vs.RGBH)], mismatch=True),
+            {},
+            "variable format",
+        ),
+        (
+            lambda c: c.std.Splice([c.std.BlankClip(format=vs.RGBS), c.std.BlankClip(width=8, format=vs.RGBS)],
+                                   mismatch=True),
+            {},
+            "variable frame size",
+        ),
+        (None, {"model": "v3"}, "model must be 'v1', 'v2' or the path of a weight file, got 'v3'"),
+        (None, {"model": "BAD"}, "junk.pth"),
+        (None, {"tile": -1}, "tile must be >= 0, got -1"),
+        (None, {"tile_overlap": -4}, "tile_overlap must be >= 0, got -4"),
+        (None, {"reset_interval": -1}, "reset_interval must be >= 0, got -1"),
+        (None, {"warmup": -2}, "warmup must be >= 0, got -2"),
+        (None, {"scene_threshold": -0.5}, "scene_threshold must be a finite number >= 0"),
+        (None, {"outscale": 0.0}, "outscale must be a finite number > 0, got 0.0"),
+        (None, {"device": "tpu"}, "device='tpu'"),
+        (None, {"device": "cpu", "fp16": 1}, "fp16=1 needs a CUDA device"),
+        (None, {"fp16": 3}, "fp16 must be 0 or 1"),
+    ],
+)
+def test_bad_inputs_give_graph_build_errors(core, tmp_path, make, kwargs, expect):
+    clip = make(core) if make else core.std.BlankClip(width=W, height=H, format=vs.RGBS, length=2)
+    kwargs = {k: (str(_bad_weights(tmp_path)) if v == "BAD" else v) for k, v in kwargs.items()}
+    with pytest.raises(vs.Error) as e:
+        core.animesr.Upscale(clip, **kwargs)
+    msg = str(e.value)
+    assert msg.startswith("animesr.Upscale: "), msg
+    assert expect in msg, msg
+
+
+def test_cuda_without_cuda(core):
+    import torch
+
+    if torch.cuda.is_available():
+        pytest.skip("CUDA is available here")
+    with pytest.raises(vs.Error, match=r"^animesr\.Upscale: device='cuda'.*CUDA is not available"):
+        core.animesr.Upscale(core.std.BlankClip(format=vs.RGBS, length=1), device="cuda")
+
+
+def test_engine_exception_is_a_frame_error(core, monkeypatch):
+    from vsanimesr.engine import AnimeSR
+
+    real = AnimeSR.frame_planar
+
+    def flaky(self, n, *a, **k):
+        if n == 5:
+            raise RuntimeError("forced failure for the test")
+        return real(self, n, *a, **k)
+
+    monkeypatch.setattr(AnimeSR, "frame_planar", flaky)
+    up = core.animesr.Upscale(clip_from(core, smooth_frames()), model="v2", device="cpu", **SETTINGS)
+    up.get_frame(4)
+    with pytest.raises(vs.Error, match=r"animesr\.Upscale: frame 5: RuntimeError: forced failure for the test"):
+        up.get_frame(5)
+    assert planes(up.get_frame(6)).shape == (3, 4 * H, 4 * W)  # later frames still render
+
+
+def test_engine_exception_makes_vspipe_fail_cleanly(core, tmp_path):
+    extra = (
+        "from vsanimesr.engine import AnimeSR\n"
+        "_real = AnimeSR.frame_planar\n"
+        "def _flaky(self, n, *a, **k):\n"
+        "    if n == 6:\n"
+        "        raise RuntimeError('forced failure for the test')\n"
+        "    return _real(self, n, *a, **k)\n"
+        "AnimeSR.frame_planar = _flaky\n"
+    )
+    proc, _, _ = run_vspipe(tmp_path, smooth_frames(), extra=extra)
+    assert proc.returncode != 0
+    assert "animesr.Upscale: frame 6: RuntimeError: forced failure for the test" in proc.stderr, proc.stderr
+
+
+def test_plugin_references_no_python_data_symbols(core):
+    """Unresolved *data* symbols of libpython would make the plugin fail to load in a host without Python."""
+    readelf = shutil.which("readelf")
+    if readelf is None:
+        pytest.skip("readelf is not installed")
+    plugins = Path(vs.__file__).parent / "plugins"
+    libs = list(plugins.glob("libanimesr*"))
+    assert libs, f"no libanimesr in {plugins}"
+    relocs = subprocess.run([readelf, "-rW", str(libs[0])], capture_output=True, text=True, check=True).stdout
+    bad = [line for line in relocs.splitlines() if " Py" in line or " _Py" in line]
+    bad = [line for line in bad if "JUMP_SLOT" not in line]
+    assert not bad, "\n".join(bad)
+
+
+def test_x265_pipeline_from_the_readme(core, demo_video, tmp_path):
+    x265 = shutil.which("x265")
+    if x265 is None:
+        pytest.skip("x265 is not installed (apt-get install x265)")
+    if not hasattr(core, "bs"):
+        pytest.skip("vapoursynth-bestsource is not installed")
+    vspipe = Path(sys.executable).with_name("vspipe")
+    out = tmp_path / "out.hevc"
+    env = dict(os.environ, PYTHONPATH=str(REPO), OMP_NUM_THREADS="1")
+    cmd = (
+        f"{vspipe} -c y4m {REPO / 'examples/upscale.vpy'} -a input={demo_video} -a crop=96x64 -a device=cpu -e 2 - "
+        f"| {x265} --y4m - -D 10 -o {out}"
+    )
+    proc = subprocess.run(["bash", "-o", "pipefail", "-c", cmd], capture_output=True, text=True, env=env, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    assert "encoded 3 frames" in proc.stderr, proc.stderr
+    assert out.stat().st_size > 100

@@ -1,0 +1,32 @@
+# Two commands for a fresh clone (each first runs scripts/bootstrap.sh: venv, install, weights, vspipe config):
+#   make demo                 upscale a built-in sample clip into demo_out/ (video + side-by-side PNG)
+#   make demo INPUT=clip.mp4  the same on your own video (FRAMES=100:148 for part of it)
+#   make test                 the whole test suite (PYTEST_ARGS="-k cli -x" to narrow it)
+# PYTHON=/path/to/python3.12 picks the interpreter; PIP_ARGS adds `pip install` arguments.
+
+VENV        ?= .venv
+PY          := $(VENV)/bin/python
+INPUT       ?=
+FRAMES      ?=
+OUT         ?= demo_out
+PYTEST_ARGS ?=
+
+export VENV := $(abspath $(VENV))
+
+.PHONY: help bootstrap demo test clean
+
+help:
+	@sed -n '1,5p' Makefile | sed 's/^# \{0,1\}//'
+
+bootstrap:
+	@bash scripts/bootstrap.sh
+
+demo: bootstrap
+	$(PY) scripts/demo.py --out "$(OUT)" $(if $(INPUT),--input "$(INPUT)") $(if $(FRAMES),--frames "$(FRAMES)")
+
+test:
+	@bash scripts/bootstrap.sh --test-deps
+	$(PY) -m pytest $(PYTEST_ARGS)
+
+clean:
+	rm -rf "$(OUT)" build .pytest_cache

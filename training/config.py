@@ -88,6 +88,8 @@ class DataConfig:
     """HR crop (the pseudo-HR crop for the LBO stages)."""
     scale: int = 4
     """HR/LR ratio: 4 for the VSR stages, 2 for the LBO stages."""
+    augment: bool = True
+    """Random flips and transposes (shared by all frames of a clip, and by both images of a pair)."""
     num_clips: int = 64
     """``synthetic`` only: number of generated training clips."""
     num_val: int = 2

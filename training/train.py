@@ -149,7 +149,7 @@ def build_datasets(cfg: Config) -> tuple[Dataset, list[dict[str, Any]]]:
 
         if not d.paths:
             raise ConfigError("build_datasets: data.paths must name at least one pseudo_hr output folder")
-        train_set: Dataset = PairedFrames(d.paths, gt_size=d.gt_size, scale=d.scale, seed=seed)
+        train_set: Dataset = PairedFrames(d.paths, gt_size=d.gt_size, scale=d.scale, seed=seed, augment=d.augment)
         val_set = PairedFrames(d.val_paths or d.paths, gt_size=d.gt_size, scale=d.scale, seed=val_seed, augment=False)
     else:
         degradation = lbo_pool = None
@@ -158,9 +158,9 @@ def build_datasets(cfg: Config) -> tuple[Dataset, list[dict[str, Any]]]:
 
             degradation = DegradationConfig.from_yaml(d.degradation)
         if d.lbo_pool:
-            from training.lbo_arch import load_lbo
+            from training.degradations.lbo import load_lbo_pool
 
-            lbo_pool = [load_lbo(p) for p in d.lbo_pool]
+            lbo_pool = load_lbo_pool(d.lbo_pool)
         kw = dict(clip_len=d.clip_len, gt_size=d.gt_size, scale=d.scale, degradation=degradation, lbo_pool=lbo_pool)
         if d.kind == "synthetic":
             train_set = SyntheticClips(d.num_clips, seed=seed, **kw)
@@ -170,7 +170,7 @@ def build_datasets(cfg: Config) -> tuple[Dataset, list[dict[str, Any]]]:
 
             if not d.paths:
                 raise ConfigError("build_datasets: data.paths must name clip folders or videos")
-            train_set = ClipDataset(d.paths, seed=seed, **kw)
+            train_set = ClipDataset(d.paths, seed=seed, augment=d.augment, **kw)
             val_set = ClipDataset(d.val_paths or d.paths, seed=val_seed, **kw)
     val_items = [val_set[i % len(val_set)] for i in range(d.num_val)]  # type: ignore[arg-type]
     return train_set, val_items
@@ -477,6 +477,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if master:
         log.info("done: %s", out_dir / export_name)
     if distributed:
+        dist.barrier()  # let rank 0 finish validation and saving before the group goes away
         dist.destroy_process_group()
     return 0
 

@@ -218,7 +218,9 @@ def test_ctrl_c_exits_130_and_removes_partial_file(demo_video, tmp_path):
     out_dir.mkdir()
     cmd = [sys.executable, "-m", "vsanimesr.cli", "upscale", str(demo_video), str(out_dir / "x.mp4"),
            "--device", "cpu", "--crop", "32:32", "-q"]
-    proc = subprocess.Popen(cmd, env=ENV, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    # A shell without job control starts background jobs with SIGINT ignored; restore the default for the child.
+    proc = subprocess.Popen(cmd, env=ENV, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     try:
         deadline = time.monotonic() + 60
         while not any(out_dir.iterdir()):  # the temporary file appears before the engine loads

@@ -143,7 +143,8 @@ def main(argv: list[str] | None = None) -> int:
     print(f"demo: input  {src}: {n_sel} frames, {w_in}x{h_in}")
     print(f"demo: output {dest}: {n_out} frames, {w_out}x{h_out} (HEVC 10-bit)")
     print(f"demo: compare {png} (left: bicubic, right: AnimeSR)")
-    print(f"demo: {'done' if ok else 'FAILED: output does not match the input'} in {time.perf_counter() - t_start:.0f} s")
+    verdict = "done" if ok else "FAILED: the output does not match the input"
+    print(f"demo: {verdict} in {time.perf_counter() - t_start:.0f} s")
     return 0 if ok else 1
 
 

@@ -188,18 +188,18 @@ def main(argv: list[str] | None = None) -> int:
             summary = process_image_dir(args.input, args.output, _lazy_engine(args), **kwargs)
     except KeyboardInterrupt:
         _close_bars()
-        print("animesr: interrupted; no output written", file=sys.stderr)
+        print("animesr: interrupted; no output written", file=sys.stderr)  # noqa: T201 - the CLI talks to its user
         return 130
     except (VideoError, ValueError, RuntimeError, OSError) as e:  # WeightsError is a ValueError
         _close_bars()
         if args.verbose:
             log.exception("details")
-        print(f"animesr {args.command}: error: {e}", file=sys.stderr)
+        print(f"animesr {args.command}: error: {e}", file=sys.stderr)  # noqa: T201 - the CLI talks to its user
         return 1
     _close_bars()
     dt = time.perf_counter() - t0
     n = summary["frames"]
-    print(f"animesr: wrote {n} frames to {args.output} in {dt:.1f} s ({n / dt:.2f} frames/s)", file=sys.stderr)
+    print(f"animesr: wrote {n} frames to {args.output} in {dt:.1f} s ({n / dt:.2f} frames/s)", file=sys.stderr)  # noqa: T201 - the CLI talks to its user
     return 0
 
 

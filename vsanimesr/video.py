@@ -287,7 +287,8 @@ def transcode_video(
     try:
         inp = av.open(str(src))
     except (av.FFmpegError, OSError) as e:
-        raise VideoError(f"cannot read {str(src)!r} (corrupt, truncated or not a video?): {describe_os_error(e)}") from e
+        reason = describe_os_error(e)
+        raise VideoError(f"cannot read {str(src)!r} (corrupt, truncated or not a video?): {reason}") from e
     with contextlib.closing(inp):
         if not inp.streams.video:
             raise VideoError(f"{str(src)!r} has no video stream")
@@ -297,7 +298,8 @@ def transcode_video(
         with atomic_file(dest, overwrite=overwrite) as tmp:
             try:
                 return _transcode(
-                    av, inp, vin, src, tmp, process, spec, crf, preset, frames, crop, outscale, scale, expected, progress
+                    av, inp, vin, src, tmp, process, spec, crf, preset, frames, crop, outscale, scale, expected,
+                    progress,
                 )
             except (av.FFmpegError, OSError) as e:
                 raise VideoError(f"failed while writing {str(dest)!r}: {describe_os_error(e)}") from e

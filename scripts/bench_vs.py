@@ -15,7 +15,6 @@ import re
 import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 import numpy as np
@@ -36,6 +35,19 @@ def fill(n, f):
     return f
 src = core.std.ModifyFrame(blank, blank, fill)
 core.animesr.Upscale(src, model={model!r}, device={device!r}).set_output()
+"""
+
+BARE = """
+import time, numpy as np, torch
+torch.set_num_threads({threads})
+from vsanimesr.engine import AnimeSR
+data = np.load({npy!r})
+sr = AnimeSR(model={model!r}, device={device!r})
+planes = [tuple(f) for f in data]
+t0 = time.perf_counter()
+for k in range(len(planes)):
+    sr.frame_planar(k, planes.__getitem__, len(planes))
+print("BARE_FPS", len(planes) / (time.perf_counter() - t0))
 """
 
 
@@ -72,28 +84,22 @@ def main(argv: list[str] | None = None) -> int:
     with tempfile.TemporaryDirectory() as tmp:
         npy = Path(tmp) / "frames.npy"
         np.save(npy, frames)
+        fmt = dict(threads=args.threads, npy=str(npy), model=args.model, device=args.device)
         script = Path(tmp) / "bench.vpy"
-        script.write_text(VPY.format(threads=args.threads, npy=str(npy), model=args.model, device=args.device))
+        script.write_text(VPY.format(**fmt))
+        bare = Path(tmp) / "bare.py"
+        bare.write_text(BARE.format(**fmt))
         vspipe = Path(sys.executable).with_name("vspipe")
         env = dict(os.environ, PYTHONPATH=str(REPO))
+        # Both runs are fresh processes with the same settings, run back to back.
         proc = subprocess.run([str(vspipe), "-p", str(script), "."], capture_output=True, text=True, env=env)
-    if proc.returncode != 0:
-        print(proc.stderr)
-        return 1
+        ref = subprocess.run([sys.executable, str(bare)], capture_output=True, text=True, env=env)
     m = re.search(r"Output (\d+) frames in ([\d.]+) seconds \(([\d.]+) fps\)", proc.stderr)
-    if not m:
-        print(proc.stderr)
+    b = re.search(r"BARE_FPS ([\d.]+)", ref.stdout)
+    if proc.returncode != 0 or ref.returncode != 0 or not m or not b:
+        print(proc.stderr[-3000:], ref.stderr[-3000:])
         return 1
-    vs_fps = float(m.group(3))
-
-    from vsanimesr.engine import AnimeSR
-
-    sr = AnimeSR(model=args.model, device=args.device)
-    planes = [tuple(f) for f in frames]
-    t0 = time.perf_counter()
-    for k in range(n):
-        sr.frame_planar(k, planes.__getitem__, n)
-    bare_fps = n / (time.perf_counter() - t0)
+    vs_fps, bare_fps = float(m.group(3)), float(b.group(1))
     print(f"{n} frames of {w}x{h} -> {4 * w}x{4 * h}, model {args.model}, device {args.device}, "
           f"{args.threads} torch threads")
     print(f"vspipe core.animesr.Upscale : {vs_fps:8.3f} frames/s")

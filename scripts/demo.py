@@ -124,7 +124,8 @@ def main(argv: list[str] | None = None) -> int:
             yield y
 
     def progress(total: int | None):  # noqa: ANN202
-        bar = tqdm(total=total, unit="frame", desc="demo: upscaling", file=sys.stderr)
+        bar = tqdm(total=total, unit="frame", desc="demo: upscaling", file=sys.stderr,
+                   bar_format="{l_bar}{bar}| {n_fmt}/{total_fmt} [{elapsed}<{remaining}, {rate_noinv_fmt}]")
         return lambda: bar.update(1)
 
     dest = args.out / "upscaled.mp4"

@@ -69,10 +69,10 @@ class ClipSource:
         got: dict[int, np.ndarray] = {}
         with av.open(self.video) as container:
             stream = container.streams.video[0]
-            stream.thread_type = "SLICE"
+            stream.thread_count = 1
             for i, frame in enumerate(container.decode(stream)):
                 if i in wanted:
-                    got[i] = frame.to_ndarray(format="rgb24")
+                    got[i] = frame.to_ndarray(format="rgb24", threads=1)  # see codec.py: no swscale pool
                 if i >= last:
                     break
         missing = wanted - set(got)

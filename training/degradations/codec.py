@@ -3,6 +3,9 @@
 No ffmpeg binary and no pipes: frames are converted to YUV 4:2:0 by libswscale, encoded, and the packets are fed
 straight to the matching decoder. The RGB/YUV conversion uses libswscale's defaults in both directions, exactly as
 the ``ffmpeg`` command line of the published pipeline does.
+
+Every libav call is single-threaded (``threads=1``): libswscale's automatic thread pool does not survive ``fork``,
+so a data-loader worker forked after the parent ran one conversion would hang forever.
 """
 
 from __future__ import annotations
@@ -102,7 +105,8 @@ def codec_roundtrip(
 
     packets = []
     for i in range(t):
-        vf = av.VideoFrame.from_ndarray(np.ascontiguousarray(frames[i]), format="rgb24").reformat(format="yuv420p")
+        rgb = av.VideoFrame.from_ndarray(np.ascontiguousarray(frames[i]), format="rgb24")
+        vf = rgb.reformat(format="yuv420p", threads=1)
         vf.pts = i
         packets.extend(enc.encode(vf))
     packets.extend(enc.encode(None))
@@ -115,7 +119,7 @@ def codec_roundtrip(
     out.extend(dec.decode(None))
     if len(out) != t:
         raise RuntimeError(f"codec_roundtrip: {codec} returned {len(out)} frames for {t} (crf={crf}, qscale={qscale})")
-    y = np.stack([f.to_ndarray(format="rgb24") for f in out])
+    y = np.stack([f.to_ndarray(format="rgb24", threads=1) for f in out])
     if swap_rb:
         y = y[..., ::-1]
     return np.ascontiguousarray(y[:, :h, :w])

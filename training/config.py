@@ -177,6 +177,12 @@ class Config:
             raise bad("train.gan_weight", self.train.gan_weight, f"stage {self.stage} needs a positive GAN weight")
         if self.stage in ("lbo", "vsr_l1") and self.train.gan_weight:
             raise bad("train.gan_weight", self.train.gan_weight, f"stage {self.stage} has no discriminator")
+        if self.stage in ("lbo_gan", "vsr_gan"):  # D's coarsest PatchGAN needs 24 pixels
+            d_in = self.data.gt_size // self.data.scale if self.stage == "lbo_gan" else self.data.gt_size
+            need = 24 * 2 ** (self.disc.num_scales - 1)
+            if d_in < need:
+                raise bad("data.gt_size", self.data.gt_size,
+                          f"the discriminator sees {d_in}px crops but {self.disc.num_scales} scale(s) need >= {need}")
         unknown = set(self.perceptual.layer_weights) - set(VGG_LAYERS)
         if unknown:
             raise bad("perceptual.layer_weights", sorted(unknown), f"known layers: {', '.join(VGG_LAYERS)}")

@@ -29,7 +29,7 @@ _EXTS = (".png", ".jpg", ".jpeg", ".bmp", ".webp", ".tif", ".tiff")
 def read_rgb(path: str | os.PathLike[str]) -> np.ndarray:
     """An image file as (H, W, 3) uint8 RGB."""
     with Image.open(path) as im:
-        return np.asarray(im.convert("RGB"))
+        return np.array(im.convert("RGB"))  # a writable copy
 
 
 def find_pairs(roots: str | os.PathLike[str] | Sequence[str | os.PathLike[str]]) -> list[tuple[str, str]]:

@@ -78,7 +78,22 @@ def apply_kernel(clip: Tensor, kernel: Tensor) -> Tensor:
     mode = "reflect" if pad < h and pad < w else "replicate"
     x = F.pad(clip, (pad, pad, pad, pad), mode=mode)
     hp, wp = x.shape[-2:]
-    spec = torch.fft.rfft2(x, s=(hp, wp)) * torch.fft.rfft2(kernel.to(clip), s=(hp, wp))
-    y = torch.fft.irfft2(spec, s=(hp, wp))
-    # Circular convolution of the padded frame: rows/cols from ks-1 on never wrap around.
-    return y[..., ks - 1 :, ks - 1 :].contiguous()
+    # Any transform size >= the padded frame works; sizes with only small prime factors are several times faster.
+    size = (_fast_size(hp), _fast_size(wp))
+    spec = torch.fft.rfft2(x, s=size) * torch.fft.rfft2(kernel.to(clip), s=size)
+    y = torch.fft.irfft2(spec, s=size)
+    # Circular convolution of the padded frame: rows/cols ks-1 .. hp-1 never wrap around.
+    return y[..., ks - 1 : hp, ks - 1 : wp].contiguous()
+
+
+def _fast_size(n: int) -> int:
+    """The smallest m >= n whose prime factors are 2, 3 and 5."""
+    m = n
+    while True:
+        r = m
+        for p in (2, 3, 5):
+            while r % p == 0:
+                r //= p
+        if r == 1:
+            return m
+        m += 1

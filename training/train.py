@@ -243,8 +243,14 @@ def _truncate_log(path: Path, last_iter: int) -> None:
     """Drop log lines written after the checkpoint we resume from (they will be written again, identically)."""
     if not path.exists():
         return
-    lines = [ln for ln in path.read_text().splitlines() if ln.strip() and json.loads(ln)["iter"] <= last_iter]
-    path.write_text("".join(ln + "\n" for ln in lines))
+    keep = []
+    for ln in path.read_text().splitlines():
+        try:
+            if json.loads(ln)["iter"] <= last_iter:
+                keep.append(ln)
+        except (json.JSONDecodeError, KeyError):  # a line cut short by the kill
+            continue
+    path.write_text("".join(ln + "\n" for ln in keep))
 
 
 def _to_image(x: Tensor) -> np.ndarray:

@@ -147,3 +147,16 @@ def test_synthetic_cartoon_clip_is_deterministic_and_cartoon_like():
     assert int(a[0].min()) < 60  # dark outlines present
     with pytest.raises(ValueError, match="make_synthetic_cartoon_clip: num_frames"):
         make_synthetic_cartoon_clip(0, 48, 64, rng=np.random.default_rng(0))
+
+
+def test_preview_degradations_writes_a_contact_sheet(root, tmp_path):
+    import cv2
+
+    from training.preview_degradations import main
+
+    out = tmp_path / "sheet.png"
+    cfg = Path(__file__).resolve().parents[1] / "examples/configs/degradations.yml"
+    main(["--config", str(cfg), "--input", str(root / "clip0"), "--out", str(out), "--seed", "3",
+          "--draws", "2", "--clip-len", "4", "--gt-size", "32"])
+    sheet = cv2.imread(str(out))
+    assert sheet is not None and sheet.shape[1] == 3 * 32 + 2 * 4 and sheet.shape[0] > 32

@@ -61,14 +61,18 @@ def main() -> None:
           f"{dt / args.clips * 1000:.1f} ms/clip, {rate:.2f} clips/s, {rate / args.threads:.2f} clips/s per core")
 
     steps = {"blur": 0.0, "noise": 0.0, "resize": 0.0, "codec": 0.0}
+    fns = (
+        ("blur", lambda x, r: _blur(x, cfg.blur, r)),
+        ("noise", lambda x, r: _noise(x, cfg.noise, r)),
+        ("resize", lambda x, r: _resize(x, cfg.resize, r, pool)),
+        ("codec", lambda x, r: _codec(x, cfg.codec, r)),
+    )
     for i in range(args.clips):
         rng = np.random.default_rng(i)
         x = hr[i % len(hr)]
-        for name, fn in (("blur", lambda x: _blur(x, cfg.blur, rng)), ("noise", lambda x: _noise(x, cfg.noise, rng)),
-                         ("resize", lambda x: _resize(x, cfg.resize, rng, pool)),
-                         ("codec", lambda x: _codec(x, cfg.codec, rng))):
+        for name, fn in fns:
             t = time.perf_counter()
-            x, _ = fn(x)
+            x, _ = fn(x, rng)
             steps[name] += time.perf_counter() - t
     print("per step (ms/clip): " + ", ".join(f"{k} {v / args.clips * 1000:.1f}" for k, v in steps.items()))
 

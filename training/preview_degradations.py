@@ -108,7 +108,7 @@ def main(argv: list[str] | None = None) -> None:
     out.parent.mkdir(parents=True, exist_ok=True)
     if not cv2.imwrite(str(out), cv2.cvtColor(sheet, cv2.COLOR_RGB2BGR)):
         raise SystemExit(f"preview_degradations: cannot write {out}")
-    print(f"wrote {out} ({sheet.shape[1]}x{sheet.shape[0]}) from {item['key']}")
+    print(f"wrote {out} ({sheet.shape[1]}x{sheet.shape[0]}) from {item['key']}")  # noqa: T201
 
 
 if __name__ == "__main__":

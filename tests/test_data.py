@@ -19,10 +19,11 @@ from training.synthetic import make_synthetic_cartoon_clip, write_clip_folder
 CFG = DegradationConfig.from_dict({"blur": {"kernel_size": 7}})
 
 
-def _write_video(path: Path, frames: np.ndarray) -> Path:
+def _write_video(path: Path, frames: np.ndarray, *, gop: int = 12) -> Path:
     with av.open(str(path), "w") as c:
         s = c.add_stream("libx264", rate=Fraction(25, 1))
         s.width, s.height, s.pix_fmt = frames.shape[2], frames.shape[1], "yuv420p"
+        s.codec_context.gop_size = gop
         s.options = {"crf": "10"}
         for f in frames:
             for pkt in s.encode(av.VideoFrame.from_ndarray(f, format="rgb24")):
@@ -128,6 +129,19 @@ def test_dataloader_workers_and_distributed_sampler_match_direct_indexing(root):
             assert torch.equal(ds[idx]["lq"], direct[idx])
             seen.append(idx)
     assert sorted(seen) == list(range(len(ds)))
+
+
+@pytest.mark.parametrize("suffix", [".mp4", ".mkv"])
+def test_video_frames_are_found_by_seeking(tmp_path, suffix):
+    ramp = np.repeat(np.arange(0, 240, 8, dtype=np.uint8)[:, None, None, None], 3, axis=3)  # frame t = 8*t
+    path = _write_video(tmp_path / f"ramp{suffix}", np.broadcast_to(ramp, (30, 16, 16, 3)).copy(), gop=4)
+    (clip,) = find_clips(path)
+    assert clip.num_frames == 30 and len(clip.keyframes) >= 7  # indexed: reads start at a keyframe
+    idx = [27, 21, 24, 9]
+    got = clip.read(idx)[:, 8, 8, 0].astype(int)
+    assert np.all(np.abs(got - 8 * np.array(idx)) <= 2), got
+    with pytest.raises(IndexError, match="ClipSource.read"):
+        clip.read([30])
 
 
 def test_video_clip_items(root):

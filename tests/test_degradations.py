@@ -242,3 +242,15 @@ def test_lbonet_shapes_and_load_lbo_wrappers(tmp_path):
     torch.save({"other.weight": torch.zeros(1)}, tmp_path / "bad.pth")
     with pytest.raises(WeightsError, match="load_lbo"):
         load_lbo(tmp_path / "bad.pth")
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_degrade_clip_on_cuda_matches_shapes_and_is_deterministic():
+    cfg = DegradationConfig.from_yaml(REPO / "examples/configs/degradations_lbo.yml")
+    pool = [LBONet(num_feat=8).eval().cuda()]
+    hr = _hr().cuda()
+    a, pa = degrade_clip(hr, cfg, rng=np.random.default_rng(3), lbo_pool=pool)
+    b, pb = degrade_clip(hr, cfg, rng=np.random.default_rng(3), lbo_pool=pool)
+    assert a.is_cuda and a.shape == (6, 3, 16, 16) and pa == pb
+    torch.testing.assert_close(a, b, atol=1 / 255, rtol=0)

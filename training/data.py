@@ -13,6 +13,7 @@ workers keep their copy of the old epoch).
 
 from __future__ import annotations
 
+import bisect
 import json
 import logging
 import os
@@ -46,15 +47,22 @@ def _natural_key(name: str) -> list[Any]:
 
 @dataclass(frozen=True)
 class ClipSource:
-    """One clip: a sorted tuple of frame files, or a video file."""
+    """One clip: a sorted tuple of frame files, or a video file (with its frame timestamps when known)."""
 
     key: str
     num_frames: int
     frames: tuple[str, ...] = ()
     video: str | None = None
+    pts: tuple[int, ...] = ()
+    """Video only: presentation timestamp of each frame in display order (empty: decode from the start)."""
+    keyframes: tuple[int, ...] = ()
+    """Video only: sorted timestamps of the keyframes, the places a decoder can start from."""
 
     def read(self, indices: Sequence[int]) -> np.ndarray:
         """Frames at ``indices`` (any order, repeats allowed) as (len,H,W,3) uint8 RGB."""
+        if not indices or min(indices) < 0 or max(indices) >= self.num_frames:
+            raise IndexError(f"ClipSource.read: indices {list(indices)[:5]} outside clip {self.key!r} "
+                             f"of {self.num_frames} frames")
         if self.video is None:
             out = []
             for i in indices:
@@ -63,30 +71,56 @@ class ClipSource:
                     raise OSError(f"ClipSource.read: cannot read image {self.frames[i]!r}")
                 out.append(cv2.cvtColor(img, cv2.COLOR_BGR2RGB))
             return np.stack(out)
-        # Video: decode from the start up to the last wanted frame (fine for short clips; pre-split long videos).
-        wanted = set(indices)
-        last = max(indices)
-        got: dict[int, np.ndarray] = {}
-        with av.open(self.video) as container:
-            stream = container.streams.video[0]
-            stream.thread_count = 1
-            for i, frame in enumerate(container.decode(stream)):
-                if i in wanted:
-                    got[i] = frame.to_ndarray(format="rgb24", threads=1)  # see codec.py: no swscale pool
-                if i >= last:
-                    break
-        missing = wanted - set(got)
+        got = self._decode(set(indices), seek=bool(self.pts))
+        if len(got) < len(set(indices)) and self.pts:
+            log.warning("ClipSource.read: seeking in %s missed frames; decoding from the start", self.video)
+            got = self._decode(set(indices), seek=False)
+        missing = set(indices) - set(got)
         if missing:
             raise OSError(f"ClipSource.read: {self.video!r} has no frame(s) {sorted(missing)[:5]}")
         return np.stack([got[i] for i in indices])
 
+    def _decode(self, wanted: set[int], *, seek: bool) -> dict[int, np.ndarray]:
+        """Decode the wanted frames, starting at the last keyframe before them when ``seek`` (else at frame 0)."""
+        assert self.video is not None
+        first, last = min(wanted), max(wanted)
+        index_of = {p: i for i, p in enumerate(self.pts)}
+        got: dict[int, np.ndarray] = {}
+        with av.open(self.video) as container:
+            stream = container.streams.video[0]
+            stream.thread_count = 1
+            if seek:
+                start = bisect.bisect_right(self.keyframes, self.pts[first]) - 1
+                container.seek(self.keyframes[max(start, 0)], stream=stream, backward=True)
+            for n, frame in enumerate(container.decode(stream)):
+                i = index_of.get(frame.pts, -1) if seek else n
+                if i in wanted:
+                    # threads=1: libswscale's own thread pool would hang in forked data-loader workers.
+                    got[i] = frame.to_ndarray(format="rgb24", threads=1)
+                if i >= last:
+                    break
+        return got
 
-def _count_video_frames(path: Path) -> int:
+
+def _index_video(path: Path) -> ClipSource:
+    """Read the packet timestamps (no decoding) so that items can seek instead of decoding from the start."""
+    pts: list[int] = []
+    keyframes: list[int] = []
     with av.open(str(path)) as container:
         stream = container.streams.video[0]
-        if stream.frames:
-            return int(stream.frames)
-        return sum(1 for p in container.demux(stream) if p.size)
+        for p in container.demux(stream):
+            if p.size == 0:
+                continue
+            pts.append(-1 if p.pts is None else int(p.pts))
+            if p.is_keyframe and p.pts is not None:
+                keyframes.append(int(p.pts))
+    if not pts:
+        raise ValueError(f"find_clips: {str(path)!r} has no video frames")
+    if min(pts) < 0 or len(set(pts)) != len(pts) or not keyframes:
+        log.info("find_clips: %s has no usable timestamps; items will decode from the start", path)
+        return ClipSource(key=path.stem, num_frames=len(pts), video=str(path))
+    return ClipSource(key=path.stem, num_frames=len(pts), video=str(path), pts=tuple(sorted(pts)),
+                      keyframes=tuple(sorted(keyframes)))
 
 
 def _frames_in(folder: Path) -> list[Path]:
@@ -102,7 +136,7 @@ def find_clips(root_or_paths: str | os.PathLike[str] | Sequence[str | os.PathLik
         if p.is_file():
             if p.suffix.lower() not in VIDEO_EXTS:
                 raise ValueError(f"find_clips: {str(p)!r} is not a video file (extensions: {VIDEO_EXTS})")
-            clips.append(ClipSource(key=p.stem, num_frames=_count_video_frames(p), video=str(p)))
+            clips.append(_index_video(p))
         elif p.is_dir():
             frames = _frames_in(p)
             if frames:
@@ -112,8 +146,7 @@ def find_clips(root_or_paths: str | os.PathLike[str] | Sequence[str | os.PathLik
                 if child.is_dir() and (frames := _frames_in(child)):
                     clips.append(ClipSource(key=child.name, num_frames=len(frames), frames=tuple(map(str, frames))))
                 elif child.is_file() and child.suffix.lower() in VIDEO_EXTS:
-                    n = _count_video_frames(child)
-                    clips.append(ClipSource(key=child.stem, num_frames=n, video=str(child)))
+                    clips.append(_index_video(child))
         else:
             raise FileNotFoundError(f"find_clips: {str(p)!r} does not exist")
     if not clips:

@@ -65,7 +65,8 @@ def test_sigkill_mid_run_then_resume_continues_exactly(tmp_path: Path) -> None:
     cfg = str(CONFIGS / "train_tiny_vsr_l1.yml")
     sets = _sets("data.gt_size=32", "data.clip_len=3", "train.iters=24", "log.log_every=1", "log.save_every=3",
                  "log.val_every=12")
-    ref = subprocess.run([sys.executable, "-m", "training.train", cfg, *sets, "--set", f"run.out_dir={tmp_path / 'ref'}"],
+    out = ["--set", f"run.out_dir={tmp_path / 'ref'}"]
+    ref = subprocess.run([sys.executable, "-m", "training.train", cfg, *sets, *out],
                          cwd=REPO, env=_env(), capture_output=True, text=True, timeout=300)
     assert ref.returncode == 0, ref.stderr[-3000:]
 

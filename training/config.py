@@ -246,7 +246,7 @@ def _convert(tp: Any, value: Any, key: str, where: str) -> Any:
             return tuple(_convert(args[0], v, f"{key}[{i}]", where) for i, v in enumerate(value))
         if len(value) != len(args):
             raise fail(f"a list of {len(args)} items")
-        return tuple(_convert(a, v, f"{key}[{i}]", where) for i, (a, v) in enumerate(zip(args, value)))
+        return tuple(_convert(a, v, f"{key}[{i}]", where) for i, (a, v) in enumerate(zip(args, value, strict=True)))
     if origin is dict:
         kt, vt = typing.get_args(tp)
         if not isinstance(value, Mapping):
@@ -261,7 +261,8 @@ def _from_dict(cls: type, data: Mapping[str, Any], *, prefix: str, where: str) -
     unknown = [k for k in data if k not in names]
     if unknown:
         raise ConfigError(
-            f"{where}: unknown key {prefix + str(unknown[0])!r} (known keys here: {', '.join(prefix + n for n in names)})"
+            f"{where}: unknown key {prefix + str(unknown[0])!r} "
+            f"(known keys here: {', '.join(prefix + n for n in names)})"
         )
     kwargs = {k: _convert(hints[k], v, prefix + k, where) for k, v in data.items()}
     missing = [f.name for f in dataclasses.fields(cls) if f.name not in kwargs

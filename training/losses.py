@@ -110,7 +110,8 @@ def _load_vgg_state(weights_path: str | os.PathLike[str] | None) -> dict[str, Te
         try:
             full = torch.load(weights_path, map_location="cpu", weights_only=True)
         except (OSError, RuntimeError) as e:
-            raise VGGWeightsError(f"PerceptualLoss: cannot read perceptual.weights_path={str(weights_path)!r}: {e}") from e
+            msg = f"PerceptualLoss: cannot read perceptual.weights_path={str(weights_path)!r}: {e}"
+            raise VGGWeightsError(msg) from e
     else:
         full = None
         try:

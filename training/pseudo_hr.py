@@ -130,16 +130,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         scales = [float(s) for s in args.scales.split(",") if s.strip()]
     except ValueError:
-        print(f"error: --scales must be comma-separated numbers, got {args.scales!r}", file=sys.stderr)
+        print(f"error: --scales must be comma-separated numbers, got {args.scales!r}", file=sys.stderr)  # noqa: T201
         return 2
     if not scales or any(not 0.1 <= s <= 1.0 for s in scales):
-        print(f"error: --scales values must be in [0.1, 1.0], got {args.scales!r}", file=sys.stderr)
+        print(f"error: --scales values must be in [0.1, 1.0], got {args.scales!r}", file=sys.stderr)  # noqa: T201
         return 2
     if args.every < 1 or args.skip < 0:
-        print("error: --every must be >= 1 and --skip >= 0", file=sys.stderr)
+        print("error: --every must be >= 1 and --skip >= 0", file=sys.stderr)  # noqa: T201
         return 2
     if not Path(args.video).is_file():
-        print(f"error: --video {args.video!r} does not exist", file=sys.stderr)
+        print(f"error: --video {args.video!r} does not exist", file=sys.stderr)  # noqa: T201
         return 2
     from vsanimesr.loader import WeightsError, load_model
     from vsanimesr.weights import resolve
@@ -147,7 +147,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         net = load_model(resolve(args.model))
     except (ValueError, RuntimeError, WeightsError) as e:
-        print(f"error: --model: {e}", file=sys.stderr)
+        print(f"error: --model: {e}", file=sys.stderr)  # noqa: T201
         return 2
     use_cuda = args.device == "cuda" or (args.device == "auto" and torch.cuda.is_available())
     device = torch.device("cuda" if use_cuda else "cpu")
@@ -164,13 +164,13 @@ def main(argv: Sequence[str] | None = None) -> int:
             frames = (f for i, f in enumerate(iter_video_frames(args.video, max_frames=idx + 2)) if i >= start)
             results = list(pseudo_hr_sequence(net, frames, scale=s, device=device))
             if not results:
-                print(f"error: {args.video!r} has no frame {start}", file=sys.stderr)
+                print(f"error: {args.video!r} has no frame {start}", file=sys.stderr)  # noqa: T201
                 return 2
             lq, hrs[s] = results[min(idx - start, len(results) - 1)]
         sheet = _contact_sheet(lq, hrs, crop=args.crop)  # type: ignore[arg-type]
         path = out / "contact_sheet.png"
         sheet.save(path)
-        print(f"wrote {path}: LQ and pseudo-HR for s = {', '.join(f'{s:g}' for s in scales)}; pick s, then rerun "
+        print(f"wrote {path}: LQ and pseudo-HR for s = {', '.join(f'{s:g}' for s in scales)}; pick s, then rerun "  # noqa: T201
               "with that single --scales value to write the pairs")
         return 0
 
@@ -184,7 +184,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         Image.fromarray(hr).save(out / "hr" / f"{i:06d}.png")
         Image.fromarray(lq).save(out / "lq" / f"{i:06d}.png")
         n += 1
-    print(f"wrote {n} pseudo-HR/LQ pairs (s = {scales[0]:g}) to {out}/hr and {out}/lq")
+    print(f"wrote {n} pseudo-HR/LQ pairs (s = {scales[0]:g}) to {out}/hr and {out}/lq")  # noqa: T201
     return 0
 
 

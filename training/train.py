@@ -66,7 +66,8 @@ class StreamSampler(Sampler):
                  start_batch: int = 0) -> None:
         if n < 1:
             raise ValueError(f"StreamSampler: the dataset is empty (n={n})")
-        self.n, self.b, self.rank, self.world, self.seed, self.start = n, batch_size, rank, world_size, seed, start_batch
+        self.n, self.b, self.rank, self.world = n, batch_size, rank, world_size
+        self.seed, self.start = seed, start_batch
         self._perm: tuple[int, np.ndarray] | None = None
 
     def _key(self, pos: int) -> tuple[int, int]:
@@ -106,11 +107,9 @@ class SyntheticClips(Dataset):
                  lbo_pool: Sequence[nn.Module] | None = None, seed: int = 0) -> None:
         from training.synthetic import make_synthetic_cartoon_clip
 
-        self.clips = [
-            torch.from_numpy(make_synthetic_cartoon_clip(clip_len, gt_size, gt_size, rng=np.random.default_rng([seed, i])))
-            .permute(0, 3, 1, 2).float().div(255.0)
-            for i in range(num_clips)
-        ]
+        clips = [make_synthetic_cartoon_clip(clip_len, gt_size, gt_size, rng=np.random.default_rng([seed, i]))
+                 for i in range(num_clips)]
+        self.clips = [torch.from_numpy(c).permute(0, 3, 1, 2).float().div(255.0) for c in clips]
         self.scale, self.degradation, self.lbo_pool, self.seed, self.epoch = scale, degradation, lbo_pool, seed, 0
 
     def set_epoch(self, epoch: int) -> None:
@@ -302,7 +301,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         cfg = load_config(args.config, args.overrides)
     except ConfigError as e:
-        print(f"error: {e}", file=sys.stderr)
+        print(f"error: {e}", file=sys.stderr)  # noqa: T201
         return 2
 
     # --- processes and devices: torchrun sets RANK/WORLD_SIZE/LOCAL_RANK; a plain run is one process
@@ -340,7 +339,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             percep = PerceptualLoss(layer_weights=cfg.perceptual.layer_weights, pretrained=cfg.perceptual.pretrained,
                                     weights_path=cfg.perceptual.weights_path).to(device)
         except VGGWeightsError as e:
-            print(f"error: {e}", file=sys.stderr)
+            print(f"error: {e}", file=sys.stderr)  # noqa: T201
             return 2
     opt_g = torch.optim.Adam(net_g.parameters(), lr=tc.lr_g, betas=tc.betas)
     sched_g = torch.optim.lr_scheduler.MultiStepLR(opt_g, milestones=list(tc.milestones), gamma=tc.gamma)
@@ -354,7 +353,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     if cfg.run.resume and ckpt_path.exists():
         ck = torch.load(ckpt_path, map_location=device, weights_only=True)
         if ck["stage"] != stage:
-            raise ConfigError(f"main: {ckpt_path} is a {ck['stage']!r} checkpoint but the config says {stage!r}")
+            print(f"error: {ckpt_path} is a {ck['stage']!r} checkpoint but the config says stage {stage!r}; "  # noqa: T201
+                  "use another run.out_dir or run.resume: false", file=sys.stderr)
+            return 2
         net_g.load_state_dict(ck["net_g"])
         opt_g.load_state_dict(ck["opt_g"])
         sched_g.load_state_dict(ck["sched_g"])
@@ -398,7 +399,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             f.write(json.dumps(rec) + "\n")
 
     if master and it == 0:
-        write_log({"iter": 0, "val_l1": validate(ema or net_g, val_items, cfg, device, out_dir / "val" / "iter_0000000.png")})
+        img = out_dir / "val" / "iter_0000000.png"
+        write_log({"iter": 0, "val_l1": validate(ema or net_g, val_items, cfg, device, img)})
 
     t0 = time.time()
     while it < tc.iters:

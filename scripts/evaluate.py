@@ -147,9 +147,8 @@ def label_of(spec: str) -> str:
     return Path(spec).stem if ("/" in spec or spec.endswith((".pth", ".safetensors"))) else spec
 
 
-def main(argv: list[str] | None = None) -> int:
+def build_parser() -> argparse.ArgumentParser:
     from vsanimesr.engine import DEFAULT_WARMUP
-    from vsanimesr.peers import PeerUnavailable
 
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--clips", nargs="*", default=[], metavar="PATH", help="real LQ videos / image folders")
@@ -199,6 +198,13 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--threads", type=int, default=1, help="torch / ncnn threads; default %(default)s")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--out", type=Path, default=Path("eval_out"))
+    return ap
+
+
+def main(argv: list[str] | None = None) -> int:
+    from vsanimesr.peers import PeerUnavailable
+
+    ap = build_parser()
     args = ap.parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
 

@@ -144,3 +144,13 @@ def test_realesrgan_peer_keeps_a_flat_frame(tmp_path: Path) -> None:
     out = peer.upscale(np.full((1, 12, 16, 3), 128, np.uint8))
     assert out.shape == (1, 48, 64, 3)
     assert abs(float(out.mean()) - 128 / 255) < 0.02
+
+
+def test_hr_clip_folder_becomes_a_synthetic_pair(tmp_path: Path) -> None:
+    from training.synthetic import make_synthetic_cartoon_clip, write_clip_folder
+
+    hr = write_clip_folder(make_synthetic_cartoon_clip(3, 100, 130, rng=np.random.default_rng(1)), tmp_path / "hr")
+    ev = _evaluate_module()
+    args = ev.build_parser().parse_args(["--hr-clips", str(hr), "--crop", "30x24", "--frames", "1:3"])
+    (clip,) = ev.build_clips(args)
+    assert clip.kind == "synthetic" and clip.lr.shape == (2, 24, 30, 3) and clip.hr.shape == (2, 96, 120, 3)

@@ -446,7 +446,7 @@ def save_plots(
             ys = [min(v, 99.0) for v in ys]  # identical frames (inf dB) drawn at the top
             ax.plot(range(len(ys)), ys, label=label, lw=1)
         ax.set_xlabel("frame")
-        ax.set_ylabel("PSNR (dB)")
+        ax.set_ylabel("PSNR (dB; identical = 99)")
         ax.set_title(title, fontsize=9)
         ax.legend(fontsize=7)
         fig.tight_layout()

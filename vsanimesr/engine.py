@@ -45,12 +45,12 @@ __all__ = [
 
 log = logging.getLogger("vsanimesr")
 
-DEFAULT_RESET_INTERVAL = 64
+DEFAULT_RESET_INTERVAL = 48
 """Frames between periodic chain restarts (bounds the cost of a seek to ``reset_interval + warmup`` steps)."""
-DEFAULT_WARMUP = 8
+DEFAULT_WARMUP = 4
 """Discarded lead-in steps before each periodic restart (the output settles in about 5 frames from zero)."""
-DEFAULT_SCENE_THRESHOLD = 0.1
-"""Cut when the mean absolute RGB difference of consecutive low-resolution frames (in [0, 1]) exceeds this."""
+DEFAULT_SCENE_THRESHOLD = 0.15
+"""Cut when :func:`scene_metric` of consecutive low-resolution frames exceeds this (see the function for data)."""
 
 _OUTPUT_CACHE = 4  # recent outputs kept for requests that arrive slightly out of order (VapourSynth does that)
 
@@ -76,9 +76,22 @@ def resolve_device(device: str | torch.device) -> torch.device:
     return dev
 
 
-def scene_metric(a: Tensor, b: Tensor) -> float:
-    """Mean absolute difference of two RGB frames in [0, 1]: the cut detector's metric (cheap, resolution-free)."""
-    return float((a.float() - b.float()).abs().mean())
+def scene_metric(a: Tensor, b: Tensor, *, bins: int = 16) -> float:
+    """Histogram distance of two RGB frames (3, H, W) in [0, 1]: half the L1 distance of per-channel histograms.
+
+    0 for the same colour distribution, 1 for disjoint ones; cheap and independent of resolution. Histograms ignore
+    motion, which a pixel difference confuses with cuts: on the sample clip (640x480) the real cut (frame 100) scores
+    0.255 while the largest in-shot value (a key-frame change of fast animation) is 0.048; the mean absolute pixel
+    difference gave 0.23 vs 0.10. Hence the default threshold 0.15.
+    """
+    return float((_histogram(a, bins) - _histogram(b, bins)).abs().sum()) / (2 * 3)
+
+
+def _histogram(x: Tensor, bins: int) -> Tensor:
+    q = (x.float().clamp(0, 1) * (bins - 1e-3)).long().flatten(1)  # (3, H*W) bin indices
+    offsets = torch.arange(3, device=q.device)[:, None] * bins
+    counts = torch.bincount((q + offsets).flatten(), minlength=3 * bins).float()
+    return counts / q.shape[1]
 
 
 @dataclass
@@ -202,7 +215,7 @@ class AnimeSR:
         *,
         out_dtype: Any = None,
     ) -> np.ndarray:
-        """As :meth:`frame` but returns planar (3, 4H, 4W) output, float16 with fp16 else float32."""
+        """As :meth:`frame` but returns planar (3, 4H, 4W) float32 output (or ``out_dtype``): the VapourSynth path."""
         out = self._frame_tensor(n, get_frame, num_frames, scene_change)
         arr = out.cpu().numpy()
         return arr if out_dtype is None else arr.astype(out_dtype, copy=False)
@@ -394,12 +407,10 @@ class _FrameFetcher:
         eng = self.engine
         if isinstance(frame, Tensor):
             t = frame
-        elif isinstance(frame, np.ndarray):
-            t = torch.from_numpy(np.ascontiguousarray(frame))
-        elif isinstance(frame, Sequence) and len(frame) == 3:
-            t = torch.stack([torch.from_numpy(np.asarray(p)) for p in frame])
+        elif isinstance(frame, Sequence) and len(frame) == 3 and not isinstance(frame, np.ndarray):
+            t = torch.stack([_as_tensor(p) for p in frame])
         else:
-            t = torch.from_numpy(np.asarray(frame))
+            t = _as_tensor(frame)
         if t.ndim == 3 and t.shape[-1] == 3 and not (isinstance(frame, Sequence) and len(frame) == 3):
             t = t.permute(2, 0, 1)
         if t.ndim != 3 or t.shape[0] != 3 or t.shape[1] < 1 or t.shape[2] < 1:
@@ -420,6 +431,14 @@ class _FrameFetcher:
             # Replicate padding cannot pad more than the input has along a dimension in some torch versions: expand.
             t = F.pad(t[None], (0, pw, 0, ph), mode="replicate")[0] if h > 1 and w > 1 else _pad_edge(t, ph, pw)
         return t.to(eng.dtype)
+
+
+def _as_tensor(a: Any) -> Tensor:
+    """A CPU tensor view of an array; read-only inputs (VapourSynth planes) are copied, an LR frame is cheap."""
+    arr = np.asarray(a)
+    if not arr.flags.writeable:
+        arr = arr.copy()
+    return torch.from_numpy(np.ascontiguousarray(arr))
 
 
 def _pad_edge(t: Tensor, ph: int, pw: int) -> Tensor:

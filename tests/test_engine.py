@@ -1,0 +1,249 @@
+"""The network, the loader and the engine: conformance with the published model, determinism, sizes, errors."""
+
+from __future__ import annotations
+
+import random
+import zipfile
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from vsanimesr import AnimeSR, AnimeSRNet, WeightsError, load_model
+from vsanimesr.engine import scene_metric
+from vsanimesr.metrics import psnr
+
+
+def _smooth_clip(t: int, h: int, w: int, seed: int = 0) -> np.ndarray:
+    """A slowly moving colour field: consecutive frames are alike, so the cut detector sees no cut."""
+    rng = np.random.default_rng(seed)
+    base = rng.random((h + t, w + t, 3)).astype(np.float32)
+    return np.stack([base[i : i + h, i : i + w] * 0.5 + 0.25 for i in range(t)])
+
+
+# --------------------------------------------------------------------------- published-model conformance
+
+
+@pytest.mark.parametrize("version", ["v1", "v2"])
+def test_conformance_with_published_outputs(version: str, conformance: dict, request: pytest.FixtureRequest) -> None:
+    path = request.getfixturevalue(f"weights_{version}")
+    from vsanimesr.weights import MODELS, sha256_of
+
+    assert sha256_of(path) == MODELS[version].sha256 == str(conformance[f"sha256_AnimeSR_{version}"])
+    lr = conformance["lr"].transpose(0, 2, 3, 1)
+    sr = AnimeSR(model=version, device="cpu", reset_interval=0, scene_threshold=0)
+    out = sr.upscale(lr)
+    ref = conformance[f"sr_AnimeSR_{version}"].transpose(0, 2, 3, 1)
+    assert out.shape == ref.shape
+    assert np.abs(out - ref).max() <= 1e-4
+    assert sr.steps == len(lr)
+
+
+def test_network_is_bit_exact_in_eager_nchw(conformance: dict, weights_v2: Path) -> None:
+    net = load_model(weights_v2)
+    with torch.inference_mode():
+        out = net.forward_sequence(torch.from_numpy(conformance["lr"])[None])[0]
+    assert torch.equal(out, torch.from_numpy(conformance["sr_AnimeSR_v2"]))
+
+
+def test_network_has_published_layout(weights_v2: Path) -> None:
+    net = load_model(weights_v2)
+    state = net.state_dict()
+    assert len(state) == 50
+    assert sum(v.numel() for v in state.values()) == 1_495_376
+    assert state["recurrent_cell.conv_s1_first.0.weight"].shape == (64, 121, 3, 3)
+    assert state["recurrent_cell.fusion.0.weight"].shape == (224, 192, 3, 3)
+
+
+# --------------------------------------------------------------------------- determinism
+
+
+def test_random_access_in_any_order_equals_upscale_with_defaults() -> None:
+    clip = _smooth_clip(60, 4, 8)  # crosses the default restart at 48
+    sr = AnimeSR(device="cpu")
+    assert sr.reset_interval > 0 and sr.warmup > 0 and sr.scene_threshold > 0
+    ref = sr.upscale(clip)
+    rev = AnimeSR(device="cpu")
+    for n in reversed(range(len(clip))):
+        assert np.array_equal(rev.frame(n, clip.__getitem__, len(clip)), ref[n]), n
+    order = list(range(len(clip)))
+    random.Random(7).shuffle(order)
+    order = order[:20] + [47, 48, 49, 0]  # enough for any order-dependence to show, cheap on 2 cores
+    shuf = AnimeSR(device="cpu")
+    for n in order:
+        assert np.array_equal(shuf.frame(n, clip.__getitem__, len(clip)), ref[n]), n
+    assert [np.array_equal(a, b) for a, b in zip(sr.stream(iter(clip)), ref, strict=True)] == [True] * len(clip)
+
+
+def test_sequential_cost_is_one_step_per_frame_plus_warmup() -> None:
+    clip = _smooth_clip(23, 8, 8)
+    sr = AnimeSR(device="cpu", reset_interval=5, warmup=2, scene_threshold=0)
+    sr.upscale(clip)
+    restarts = len(range(5, 23, 5))
+    assert sr.steps == 23 + 2 * restarts
+
+
+def test_restarts_and_cuts_match_their_definition() -> None:
+    """Each frame equals a chain built by hand from the rules: warm-up before restarts, fresh chains at cuts."""
+    clip = _smooth_clip(14, 8, 8)
+    clip[9:] *= 0.3  # a hard cut before frame 9: a darker picture
+    hwc = [torch.from_numpy(f).permute(2, 0, 1) for f in clip]
+    assert scene_metric(hwc[8], hwc[9]) > 0.15 > max(scene_metric(hwc[k - 1], hwc[k]) for k in range(1, 14) if k != 9)
+    sr = AnimeSR(device="cpu", reset_interval=6, warmup=2)
+    out = sr.upscale(clip)
+    assert sr.window(8, 14) == (3, 9)
+
+    def plain(**kw: int) -> AnimeSR:
+        return AnimeSR(device="cpu", scene_threshold=0, **kw)
+
+    # 6, 7: chain led in at 4 (previous neighbour 3).
+    assert np.array_equal(out[6:8], plain(reset_interval=4, warmup=0).upscale(clip[:9])[6:8])
+    # 9..11: a chain from zero at the cut, no warm-up, previous neighbour of 9 is itself.
+    assert np.array_equal(out[9:12], plain(reset_interval=0).upscale(clip[9:])[:3])
+    # 12, 13: restart at 12 led in at 10 (previous neighbour 9, same shot).
+    assert np.array_equal(out[12:], plain(reset_interval=10, warmup=0).upscale(clip)[12:])
+    # 0..5: one chain from frame 0.
+    assert np.array_equal(out[:6], plain(reset_interval=0).upscale(clip[:7])[:6])
+
+
+def test_reset_interval_zero_is_one_linear_chain() -> None:
+    clip = _smooth_clip(10, 8, 8)
+    net = AnimeSR(device="cpu", reset_interval=0, scene_threshold=0, channels_last=False)
+    out = net.upscale(clip)
+    with torch.inference_mode():
+        ref = net.net.forward_sequence(torch.from_numpy(clip).permute(0, 3, 1, 2)[None])[0]
+    np.testing.assert_allclose(out, ref.permute(0, 2, 3, 1).numpy(), atol=1e-6)
+
+
+# --------------------------------------------------------------------------- sizes and tiling
+
+
+@pytest.mark.parametrize("hw", [(1, 1), (5, 7), (63, 97)])
+@pytest.mark.parametrize("t", [1, 2])
+def test_any_size_gives_exactly_4x(hw: tuple[int, int], t: int) -> None:
+    frames = np.random.default_rng(0).integers(0, 256, (t, *hw, 3), dtype=np.uint8)
+    out = AnimeSR(device="cpu").upscale(frames)
+    assert out.shape == (t, 4 * hw[0], 4 * hw[1], 3)
+    assert out.dtype == np.float32 and np.isfinite(out).all()
+
+
+def test_uint8_and_float_inputs_agree() -> None:
+    frames = np.random.default_rng(1).integers(0, 256, (3, 12, 12, 3), dtype=np.uint8)
+    a = AnimeSR(device="cpu").upscale(frames)
+    b = AnimeSR(device="cpu").upscale(frames.astype(np.float32) / 255)
+    assert np.array_equal(a, b)
+
+
+def test_planar_input_equals_interleaved() -> None:
+    clip = _smooth_clip(4, 12, 16)
+    sr = AnimeSR(device="cpu")
+    ref = sr.upscale(clip)
+    planes = [[np.ascontiguousarray(f[..., c]) for c in range(3)] for f in clip]
+    sr2 = AnimeSR(device="cpu")
+    for n in range(4):
+        assert np.array_equal(sr2.frame_planar(n, planes.__getitem__, 4), ref[n].transpose(2, 0, 1))
+
+
+def test_tiled_output_stays_close_to_untiled(conformance: dict) -> None:
+    """Documented bound: tile 32, overlap 16 on real frames: PSNR >= 50 dB, max abs error < 0.05."""
+    lr = conformance["lr"].transpose(0, 2, 3, 1)
+    whole = AnimeSR(device="cpu", reset_interval=0, scene_threshold=0).upscale(lr)
+    tiled = AnimeSR(device="cpu", tile=32, tile_overlap=16, reset_interval=0, scene_threshold=0).upscale(lr)
+    assert not np.array_equal(whole, tiled)  # the tiles really ran separately
+    assert np.abs(whole - tiled).max() < 0.05
+    assert psnr(np.clip(whole, 0, 1), np.clip(tiled, 0, 1)) >= 50
+
+
+# --------------------------------------------------------------------------- errors
+
+
+def test_bad_arguments_name_argument_and_value() -> None:
+    with pytest.raises(ValueError, match=r"AnimeSR: model .* 'nope'"):
+        AnimeSR(model="nope")
+    with pytest.raises(ValueError, match=r"tile must be an integer >= 0, got -1"):
+        AnimeSR(tile=-1)
+    with pytest.raises(ValueError, match=r"fp16=True needs a CUDA device"):
+        AnimeSR(device="cpu", fp16=True)
+    with pytest.raises(ValueError, match=r"device must be"):
+        AnimeSR(device="tpu")
+    with pytest.raises(ValueError, match=r"scene_threshold"):
+        AnimeSR(scene_threshold=-1)
+    with pytest.raises(ValueError, match=r"n must be in \[0, 2\], got 3"):
+        AnimeSR(device="cpu").frame(3, lambda k: np.zeros((4, 4, 3), np.float32), 3)
+    with pytest.raises(ValueError, match=r"frames must have shape"):
+        AnimeSR(device="cpu").upscale(np.zeros((2, 4, 4), np.float32))
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="this machine has CUDA")
+def test_cuda_without_cuda_is_a_clear_error() -> None:
+    with pytest.raises(ValueError, match=r"device='cuda' but CUDA is not available"):
+        AnimeSR(device="cuda")
+
+
+def test_bad_weight_files(tmp_path: Path, weights_v2: Path) -> None:
+    with pytest.raises(WeightsError, match="does not exist"):
+        load_model(tmp_path / "missing.pth")
+    empty = tmp_path / "empty.pth"
+    empty.write_bytes(b"")
+    with pytest.raises(WeightsError, match="is empty"):
+        load_model(empty)
+    truncated = tmp_path / "truncated.pth"
+    truncated.write_bytes(weights_v2.read_bytes()[:100_000])
+    with pytest.raises(WeightsError, match=r"truncated\.pth.*(truncated|corrupt)"):
+        load_model(truncated)
+    text = tmp_path / "notes.pth"
+    text.write_text("this is not a checkpoint\n" * 100)
+    with pytest.raises(WeightsError, match=r"notes\.pth"):
+        load_model(text)
+    other = tmp_path / "other.pth"
+    torch.save({"body.0.weight": torch.zeros(64, 3, 3, 3), "body.0.bias": torch.zeros(64)}, other)
+    with pytest.raises(WeightsError, match=r"not an AnimeSR checkpoint.*body\.0\.bias"):
+        load_model(other)
+    partial = tmp_path / "partial.pth"
+    state = torch.load(weights_v2, weights_only=True)
+    del state["recurrent_cell.fusion.0.bias"]
+    state["extra.weight"] = torch.zeros(1)
+    torch.save(state, partial)
+    with pytest.raises(WeightsError, match=r"missing keys \[recurrent_cell\.fusion\.0\.bias\].*unexpected keys \[extra"):
+        load_model(partial)
+    ext = tmp_path / "weights.onnx"
+    ext.write_bytes(b"x" * 10)
+    with pytest.raises(WeightsError, match=r"unknown extension '\.onnx'"):
+        load_model(ext)
+    assert zipfile.is_zipfile(weights_v2)  # the published files are torch zip checkpoints
+
+
+def test_wrapped_prefixed_and_safetensors_checkpoints_load(tmp_path: Path, weights_v2: Path) -> None:
+    from safetensors.torch import save_file
+
+    state = torch.load(weights_v2, weights_only=True)
+    wrapped = tmp_path / "wrapped.pth"
+    torch.save({"params_ema": {"module." + k: v for k, v in state.items()}, "iter": 5}, wrapped)
+    st = tmp_path / "w.safetensors"
+    save_file(state, st)
+    ref = load_model(weights_v2).state_dict()
+    for path in (wrapped, st):
+        got = load_model(path).state_dict()
+        assert all(torch.equal(got[k], ref[k]) for k in ref)
+
+
+def test_architecture_round_trip() -> None:
+    net = AnimeSRNet(num_feat=16, num_blocks=(3, 2, 1))
+    again = load_model(net.state_dict())
+    assert (again.num_feat, again.recurrent_cell.num_blocks) == (16, (3, 2, 1))
+    x = torch.rand(1, 9, 8, 8)
+    o, s = net.init_state(x)
+    with torch.inference_mode():
+        assert torch.equal(net(x, o, s)[0], again(x, o, s)[0])
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_cuda_fp32_and_fp16_match_cpu(conformance: dict) -> None:
+    lr = conformance["lr"].transpose(0, 2, 3, 1)
+    ref = conformance["sr_AnimeSR_v2"].transpose(0, 2, 3, 1)
+    out32 = AnimeSR(device="cuda", reset_interval=0, scene_threshold=0).upscale(lr)
+    assert np.abs(out32 - ref).max() < 1e-3
+    out16 = AnimeSR(device="cuda", fp16=True, reset_interval=0, scene_threshold=0).upscale(lr)
+    assert psnr(np.clip(out16, 0, 1), np.clip(ref, 0, 1)) > 40

@@ -18,9 +18,9 @@ Rows, per device and low-resolution size (WxH):
     cli         `animesr frames` on a folder of PNGs (PNG decode/encode included, engine start-up excluded)
     vspipe-fp16, cli-fp16   the same with fp16=1 / --fp16 (CUDA only)
 
-"vs net" is frames/s divided by the `net` row's on the same device and size. In-process variants alternate within
-each round (the order rotates every round) and the median round is reported, so slow phases of a shared machine hit
-all of them alike. Peak memory: on CUDA torch.cuda.max_memory_allocated; on the CPU the rise of the process's
+"vs net" is frames/s divided by the `net` row's on the same device and size. All variants alternate within each
+round (the order rotates every round), so slow phases of a shared machine hit all of them alike; the table gives the
+best and the median round and the median of the per-round ratios. Peak memory: on CUDA torch.cuda.max_memory_allocated; on the CPU the rise of the process's
 resident set (RSS sampled every 10 ms) above its level before the run; for vspipe and the CLI the child's peak RSS.
 """
 
@@ -359,25 +359,27 @@ def benchmark(
 
 
 def format_table(results: list[Result]) -> str:
+    """Markdown table. Contention on a shared machine only ever slows a run down, so the best round is the most
+    repeatable figure; "vs net" divides best by best, "vs net, per round" is the median of the ratios taken within
+    each round (variants of one round ran back to back)."""
     lines = [
-        "| device | LR size | variant | frames/s | vs net | peak memory (MiB) | notes |",
-        "|---|---|---|---|---|---|---|",
+        "| device | LR size | variant | frames/s best | frames/s median | vs net | vs net, per round "
+        "| peak memory (MiB) | notes |",
+        "|---|---|---|---|---|---|---|---|---|",
     ]
-    base: dict[tuple[str, tuple[int, int]], float] = {}
-    for r in results:
-        if r.variant == "net" and r.fps:
-            base[(r.device, r.size)] = statistics.median(r.fps)
+    base = {(r.device, r.size): r.fps for r in results if r.variant == "net" and r.fps}
     for r in results:
         size = f"{r.size[0]}x{r.size[1]}"
         if r.error or not r.fps:
-            lines.append(f"| {r.device} | {size} | {r.variant} | - | - | - | {r.error or 'not run'} |")
+            lines.append(f"| {r.device} | {size} | {r.variant} | - | - | - | - | - | {r.error or 'not run'} |")
             continue
-        fps = statistics.median(r.fps)
         b = base.get((r.device, r.size))
-        ratio = f"{fps / b:.2f}" if b else "-"
-        note = "; ".join(x for x in (r.note, f"{len(r.fps)} rounds, median") if x)
+        ratio = f"{max(r.fps) / max(b):.2f}" if b else "-"
+        per_round = f"{statistics.median(f / g for f, g in zip(r.fps, b, strict=False)):.2f}" if b else "-"
+        note = "; ".join(x for x in (r.note, f"{len(r.fps)} rounds") if x)
         lines.append(
-            f"| {r.device} | {size} | {r.variant} | {fps:.3f} | {ratio} | {max(r.mem):.0f} ({r.mem_kind}) | {note} |"
+            f"| {r.device} | {size} | {r.variant} | {max(r.fps):.3f} | {statistics.median(r.fps):.3f} | {ratio} "
+            f"| {per_round} | {max(r.mem):.0f} ({r.mem_kind}) | {note} |"
         )
     return "\n".join(lines) + "\n"
 

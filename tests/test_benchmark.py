@@ -42,10 +42,10 @@ def test_quick_run_prints_every_row(bench, weights_v2: Path, tmp_path: Path, cap
     rows = {m.group(1): m.group(0) for m in re.finditer(r"^\| cpu \| 24x16 \| ([\w-]+) \|.*$", text, re.M)}
     # --quick leaves out engine-compile (its first call compiles for a minute); fp16 rows are CUDA-only.
     assert list(rows) == ["net", "net-cl", "net-bf16", "engine", "engine-nchw", "vspipe", "cli"]
-    assert re.search(r"\| net \| [\d.]+ \| 1\.00 \| \d+ \(RSS rise\) \|", rows["net"])
+    assert re.search(r"\| net \| [\d.]+ \| [\d.]+ \| 1\.00 \| 1\.00 \| \d+ \(RSS rise\) \|", rows["net"])
     need = ["net-cl", "net-bf16", "engine", "engine-nchw", "cli"] + (["vspipe"] if _has_vs_plugin() else [])
     for v in need:
-        assert re.search(rf"\| {v} \| [\d.]+ \| [\d.]+ \| \d+ \(", rows[v]), rows[v]
+        assert re.search(rf"\| {v}( \| [\d.]+){{4}} \| \d+ \(", rows[v]), rows[v]
     assert "child RSS" in rows["cli"]
     assert out.read_text().startswith("machine: ")
 
@@ -58,9 +58,10 @@ def test_table_ratio_and_errors(bench) -> None:
         R("vspipe", "cpu", (8, 6), error="RuntimeError: vspipe failed: no plugin"),
     ]
     lines = bench.format_table(results).splitlines()
-    assert lines[2].startswith("| cpu | 8x6 | net | 2.000 | 1.00 | 5 (RSS rise) |")
-    assert lines[3].startswith("| cpu | 8x6 | engine | 4.000 | 2.00 | 9 (RSS rise) |")  # medians, largest memory
-    assert lines[4] == "| cpu | 8x6 | vspipe | - | - | - | RuntimeError: vspipe failed: no plugin |"
+    # best, median, best / best, median of per-round ratios (4/1, 4/2, 5/3), largest memory
+    assert lines[2].startswith("| cpu | 8x6 | net | 3.000 | 2.000 | 1.00 | 1.00 | 5 (RSS rise) |")
+    assert lines[3].startswith("| cpu | 8x6 | engine | 5.000 | 4.000 | 1.67 | 2.00 | 9 (RSS rise) |")
+    assert lines[4] == "| cpu | 8x6 | vspipe | - | - | - | - | - | RuntimeError: vspipe failed: no plugin |"
 
 
 def test_rss_sampler_sees_an_allocation(bench) -> None:

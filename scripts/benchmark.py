@@ -20,8 +20,9 @@ Rows, per device and low-resolution size (WxH):
 
 "vs net" is frames/s divided by the `net` row's on the same device and size. All variants alternate within each
 round (the order rotates every round), so slow phases of a shared machine hit all of them alike; the table gives the
-best and the median round and the median of the per-round ratios. Peak memory: on CUDA torch.cuda.max_memory_allocated; on the CPU the rise of the process's
-resident set (RSS sampled every 10 ms) above its level before the run; for vspipe and the CLI the child's peak RSS.
+best and the median round and the median of the per-round ratios.
+Peak memory: on CUDA torch.cuda.max_memory_allocated; on the CPU the rise of the process's resident set (RSS sampled
+every 10 ms) above its level before the run; for vspipe and the CLI the child's (and its children's) peak RSS.
 """
 
 from __future__ import annotations

@@ -22,6 +22,7 @@ from __future__ import annotations
 import argparse
 import logging
 import math
+import re
 import sys
 import time
 from pathlib import Path
@@ -79,6 +80,11 @@ def centre_crop(frames: np.ndarray, size: tuple[int, int] | None, multiple: int 
     return np.ascontiguousarray(frames[:, y0 : y0 + ch, x0 : x0 + cw])
 
 
+def _natural_key(p: Path) -> list[object]:
+    """'2.png' before '10.png'."""
+    return [int(t) if t.isdigit() else t.lower() for t in re.split(r"(\d+)", p.name)]
+
+
 def read_clip(path: Path, frames: tuple[int, int | None]) -> np.ndarray:
     """(T, H, W, 3) uint8 RGB frames [start, end) of a video file or a folder of images (natural order)."""
     start, end = frames
@@ -86,7 +92,7 @@ def read_clip(path: Path, frames: tuple[int, int | None]) -> np.ndarray:
     if path.is_dir():
         from PIL import Image
 
-        files = sorted(p for p in path.iterdir() if p.suffix.lower() in IMAGE_EXTS)
+        files = sorted((p for p in path.iterdir() if p.suffix.lower() in IMAGE_EXTS), key=_natural_key)
         for p in files[start:end]:
             out.append(np.asarray(Image.open(p).convert("RGB")))
     elif path.is_file():

@@ -154,3 +154,10 @@ def test_hr_clip_folder_becomes_a_synthetic_pair(tmp_path: Path) -> None:
     args = ev.build_parser().parse_args(["--hr-clips", str(hr), "--crop", "30x24", "--frames", "1:3"])
     (clip,) = ev.build_clips(args)
     assert clip.kind == "synthetic" and clip.lr.shape == (2, 24, 30, 3) and clip.hr.shape == (2, 96, 120, 3)
+
+
+def test_read_clip_orders_frames_naturally(tmp_path: Path) -> None:
+    for i in (1, 2, 10):
+        Image.fromarray(np.full((4, 4, 3), i, np.uint8)).save(tmp_path / f"{i}.png")
+    frames = _evaluate_module().read_clip(tmp_path, (0, None))
+    assert frames[:, 0, 0, 0].tolist() == [1, 2, 10]

@@ -156,6 +156,21 @@ def test_tiled_output_stays_close_to_untiled(conformance: dict) -> None:
     assert psnr(np.clip(whole, 0, 1), np.clip(tiled, 0, 1)) >= 50
 
 
+def test_bf16_stays_close_to_fp32_and_keeps_the_state_in_fp32(conformance: dict) -> None:
+    lr = conformance["lr"].transpose(0, 2, 3, 1)
+    kw = dict(device="cpu", reset_interval=0, scene_threshold=0)
+    ref = AnimeSR(**kw).upscale(lr)
+    sr = AnimeSR(bf16=True, **kw)
+    out = sr.upscale(lr)
+    assert not np.array_equal(out, ref)  # it really ran in reduced precision
+    assert psnr(np.clip(out, 0, 1), np.clip(ref, 0, 1)) > 50
+    clip = _smooth_clip(3, 8, 8)
+    sr.frame(2, clip.__getitem__, 3)
+    assert sr._chain is not None and all(t.dtype == torch.float32 for t in sr._chain.states + sr._chain.outs)
+    with pytest.raises(ValueError, match="fp16=True and bf16=True"):
+        AnimeSR(device="cpu", fp16=True, bf16=True)
+
+
 # --------------------------------------------------------------------------- errors
 
 

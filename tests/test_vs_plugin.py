@@ -184,6 +184,13 @@ def test_rgbh_in_rgbh_out(core, reference):
     assert np.abs(out - reference["smooth"][1]).max() < 5e-3  # half input/output, fp32 compute on the CPU
 
 
+def test_bf16_option_reaches_the_engine(core, reference):
+    up = core.animesr.Upscale(clip_from(core, smooth_frames(), vs.RGBS), model="v2", device="cpu", bf16=1, **SETTINGS)
+    out = planes(up.get_frame(1))
+    diff = np.abs(out - reference["smooth"][1]).max()
+    assert 0 < diff < 0.05  # reduced-precision convolutions: close to fp32, but not equal
+
+
 def _bad_weights(tmp_path: Path) -> Path:
     p = tmp_path / "junk.pth"
     p.write_bytes(b"not a checkpoint at all" * 100)
@@ -217,6 +224,8 @@ def _bad_weights(tmp_path: Path) -> Path:
         (None, {"device": "tpu"}, "device='tpu'"),
         (None, {"device": "cpu", "fp16": 1}, "fp16=1 needs a CUDA device"),
         (None, {"fp16": 3}, "fp16 must be 0 or 1"),
+        (None, {"bf16": 2}, "bf16 must be 0 or 1, got 2"),
+        (None, {"compile": -1}, "compile must be 0 or 1, got -1"),
     ],
 )
 def test_bad_inputs_give_graph_build_errors(core, tmp_path, make, kwargs, expect):

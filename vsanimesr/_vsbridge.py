@@ -59,6 +59,8 @@ def create(
     warmup: int | None = None,
     scene_threshold: float | None = None,
     outscale: float = 4.0,
+    bf16: int = 0,
+    compile: int = 0,  # noqa: A002 - the engine's option name
 ) -> Bridge | str:
     """Validate the filter's arguments and build the engine; an error message string on bad input."""
     try:
@@ -76,6 +78,8 @@ def create(
             warmup=warmup,
             scene_threshold=scene_threshold,
             outscale=outscale,
+            bf16=bf16,
+            compile=compile,
         )
     except _ArgError as e:
         return PREFIX + str(e)
@@ -106,6 +110,8 @@ class Bridge:
         warmup: int | None,
         scene_threshold: float | None,
         outscale: float,
+        bf16: int = 0,
+        compile: int = 0,  # noqa: A002
     ) -> None:
         import torch
 
@@ -125,12 +131,15 @@ class Bridge:
             raise _ArgError(f"outscale must be a finite number > 0, got {outscale}")
         if fp16 is not None and fp16 not in (0, 1):
             raise _ArgError(f"fp16 must be 0 or 1 (or unset), got {fp16}")
+        for name, value in (("bf16", bf16), ("compile", compile)):
+            if value not in (0, 1):
+                raise _ArgError(f"{name} must be 0 or 1, got {value}")
         try:
             dev = resolve_device(device)
         except ValueError as e:
             raise _ArgError(f"device={device!r}: {_message(e)}") from e
         # RGBH means half-precision compute where that is fast and accurate (CUDA); the CPU computes in fp32.
-        use_fp16 = bool(fp16) if fp16 is not None else (format == "RGBH" and dev.type == "cuda")
+        use_fp16 = bool(fp16) if fp16 is not None else (format == "RGBH" and dev.type == "cuda" and not bf16)
         if use_fp16 and dev.type != "cuda":
             raise _ArgError(f"fp16=1 needs a CUDA device, got device={device!r} (resolved to {str(dev)!r})")
         try:
@@ -143,6 +152,8 @@ class Bridge:
                 reset_interval=reset_interval,
                 warmup=warmup,
                 scene_threshold=scene_threshold,
+                bf16=bool(bf16),
+                compile=bool(compile),
             )
         except Exception as e:
             if type(e).__name__ == "WeightsError":

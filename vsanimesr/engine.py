@@ -116,6 +116,8 @@ class AnimeSR:
         warmup: lead-in steps before each periodic restart. None = :data:`DEFAULT_WARMUP`.
         scene_threshold: cut detector threshold (see :func:`scene_metric`); 0 disables it. None = default.
         compile: run the network through ``torch.compile`` (faster after a slow first call).
+        bf16: bfloat16 autocast for the convolutions (about 2x on CPUs with AVX512-BF16/AMX; the recurrent state and
+            the output stay float32). Not bit-compatible with fp32: see the README for the measured drift.
         channels_last: memory format for the network; None = on for CPU and CUDA.
     """
 
@@ -131,8 +133,11 @@ class AnimeSR:
         scene_threshold: float | None = None,
         *,
         compile: bool = False,
+        bf16: bool = False,
         channels_last: bool | None = None,
     ) -> None:
+        if fp16 and bf16:
+            raise ValueError("AnimeSR: fp16=True and bf16=True exclude each other; pick one")
         self.device = resolve_device(device)
         if fp16 and self.device.type != "cuda":
             raise ValueError(
@@ -140,6 +145,7 @@ class AnimeSR:
                 "(on the CPU use fp16=False; the VapourSynth filter still accepts RGBH there)"
             )
         self.fp16 = bool(fp16)
+        self.bf16 = bool(bf16)
         self.dtype = torch.float16 if self.fp16 else torch.float32
         for name, value in (("tile", tile), ("tile_overlap", tile_overlap)):
             if not isinstance(value, int) or isinstance(value, bool) or value < 0:
@@ -327,9 +333,23 @@ class AnimeSR:
         next_i = k + 1 if k + 1 < num_frames and not self._is_cut(k + 1, fetch, scene_change) else k
         cur = fetch(k)
         frames9 = torch.cat([fetch(prev_i), cur, fetch(next_i)], dim=0)[None]
+        s = self.scale
+        tiles = self._tiles(*cur.shape[-2:])
+        with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.bf16):
+            full = self._run_tiles(chain, frames9, tiles, cur)
+        chain.pos = k
+        self.steps += 1
+        if k < chain.serve_from:
+            return  # warm-up output: belongs to the previous chain's frame, never shown
+        ph, pw = self._size  # type: ignore[misc]
+        self._outputs[k] = full[0, :, : ph * s, : pw * s].float().contiguous()
+        while len(self._outputs) > _OUTPUT_CACHE:
+            self._outputs.popitem(last=False)
+
+    def _run_tiles(self, chain: _Chain, frames9: Tensor, tiles: list[tuple[int, ...]], cur: Tensor) -> Tensor:
+        """One network step on every tile; updates the chain's per-tile state and returns the full output."""
         h, w = cur.shape[-2:]
         s = self.scale
-        tiles = self._tiles(h, w)
         if len(tiles) == 1:
             out, chain.states[0] = self._step_fn(self._fmt(frames9), chain.outs[0], chain.states[0])
             chain.outs[0] = out
@@ -344,14 +364,10 @@ class AnimeSR:
                 full[:, :, cy0 * s : cy1 * s, cx0 * s : cx1 * s] = out[
                     :, :, (cy0 - y0) * s : (cy1 - y0) * s, (cx0 - x0) * s : (cx1 - x0) * s
                 ]
-        chain.pos = k
-        self.steps += 1
-        if k < chain.serve_from:
-            return  # warm-up output: belongs to the previous chain's frame, never shown
-        ph, pw = self._size  # type: ignore[misc]
-        self._outputs[k] = full[0, :, : ph * s, : pw * s].float().contiguous()
-        while len(self._outputs) > _OUTPUT_CACHE:
-            self._outputs.popitem(last=False)
+        if self.bf16:  # carry the recurrence in float32 so that rounding does not compound through the state
+            chain.outs = [self._fmt(o) for o in chain.outs]
+            chain.states = [self._fmt(st) for st in chain.states]
+        return full
 
     # ------------------------------------------------------------------ helpers
 

@@ -61,6 +61,8 @@ def upscale(
     warmup: int | None = None,
     scene_threshold: float | None = None,
     outscale: float = 4.0,
+    bf16: bool = False,
+    compile: bool = False,  # noqa: A002 - the engine's option name
     format: Any = None,  # noqa: A002 - VapourSynth's own name for it
     matrix: int | None = None,
     transfer: int | None = None,
@@ -71,7 +73,7 @@ def upscale(
     """Upscale ``clip`` x4 (or ``outscale``) with AnimeSR; returns ``format`` (default: the input's format).
 
     ``model``, ``device``, ``fp16``, ``tile``, ``tile_overlap``, ``reset_interval``, ``warmup``,
-    ``scene_threshold`` and ``outscale`` go to ``core.animesr.Upscale`` unchanged. ``matrix``, ``transfer``,
+    ``scene_threshold``, ``outscale``, ``bf16`` and ``compile`` go to ``core.animesr.Upscale`` unchanged. ``matrix``, ``transfer``,
     ``primaries`` (H.273 codes, as in the frame properties) and ``range`` (``"full"`` or ``"limited"``) override the
     clip's properties. Compute runs in RGBH when the input is RGBH or ``fp16`` is true, else RGBS.
     """
@@ -126,6 +128,10 @@ def upscale(
     )
     if fp16 is not None:
         kwargs["fp16"] = int(bool(fp16))
+    if bf16:
+        kwargs["bf16"] = 1
+    if compile:
+        kwargs["compile"] = 1
     for key, value in (("reset_interval", reset_interval), ("warmup", warmup), ("scene_threshold", scene_threshold)):
         if value is not None:
             kwargs[key] = value

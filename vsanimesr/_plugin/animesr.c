@@ -475,7 +475,7 @@ static PyObject *bridge_kwargs(const VSMap *in, const VSVideoInfo *vi, const cha
     if (!kw)
         return NULL;
     static const char *data_args[] = {"model", "device"};
-    static const char *int_args[] = {"fp16", "tile", "tile_overlap", "reset_interval", "warmup"};
+    static const char *int_args[] = {"fp16", "tile", "tile_overlap", "reset_interval", "warmup", "bf16", "compile"};
     static const char *float_args[] = {"scene_threshold", "outscale"};
     int err;
     for (size_t i = 0; i < sizeof data_args / sizeof *data_args; i++) {
@@ -673,6 +673,6 @@ VS_EXTERNAL_API(void) VapourSynthPluginInit2(VSPlugin *plugin, const VSPLUGINAPI
     vspapi->registerFunction("Upscale",
                              "clip:vnode;model:data:opt;device:data:opt;fp16:int:opt;tile:int:opt;"
                              "tile_overlap:int:opt;reset_interval:int:opt;warmup:int:opt;"
-                             "scene_threshold:float:opt;outscale:float:opt;",
+                             "scene_threshold:float:opt;outscale:float:opt;bf16:int:opt;compile:int:opt;",
                              "clip:vnode;", upscale_create, NULL, plugin);
 }

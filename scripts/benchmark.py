@@ -7,12 +7,13 @@
 Rows, per device and low-resolution size (WxH):
     net         the network alone, plain eager fp32 NCHW loop over frames already on the device: THE BASELINE
     net-cl      the same loop with channels_last tensors and weights
-    net-bf16    the same loop under torch.autocast(bfloat16) (not an engine option yet; shows whether it would pay)
+    net-bf16    the same loop under torch.autocast(bfloat16)
     net-fp16    the network in half precision (CUDA only)
     engine      AnimeSR(model, device) with its defaults (channels_last, periodic restarts, scene detection):
                 uint8 frames in, float32 frames back on the host
     engine-nchw engine with channels_last=False
     engine-compile  engine with compile=True (the first, compiling call is not timed; its time is in the notes)
+    engine-bf16 engine with bf16=True (bfloat16 convolutions, fp32 recurrence)
     engine-fp16 engine with fp16=True (CUDA only)
     vspipe      core.animesr.Upscale under vspipe, fed RGBS frames from a script (vspipe's own timer)
     cli         `animesr frames` on a folder of PNGs (PNG decode/encode included, engine start-up excluded)
@@ -47,8 +48,8 @@ REPO = Path(__file__).resolve().parents[1]
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
-ALL_VARIANTS = ("net", "net-cl", "net-bf16", "net-fp16", "engine", "engine-nchw", "engine-compile", "engine-fp16",
-                "vspipe", "vspipe-fp16", "cli", "cli-fp16")  # fmt: skip
+ALL_VARIANTS = ("net", "net-cl", "net-bf16", "net-fp16", "engine", "engine-nchw", "engine-compile", "engine-bf16",
+                "engine-fp16", "vspipe", "vspipe-fp16", "cli", "cli-fp16")  # fmt: skip
 CUDA_ONLY = ("net-fp16", "engine-fp16", "vspipe-fp16", "cli-fp16")
 SUBPROCESS = ("vspipe", "vspipe-fp16", "cli", "cli-fp16")
 MIB = 1 << 20
@@ -173,6 +174,8 @@ def make_engine_runner(variant: str, device: str, frames: np.ndarray, model: str
         kwargs["compile"] = True
     elif variant == "engine-fp16":
         kwargs["fp16"] = True
+    elif variant == "engine-bf16":
+        kwargs["bf16"] = True
     sr = AnimeSR(model=model, device=device, **kwargs)  # type: ignore[arg-type]
 
     def run() -> None:

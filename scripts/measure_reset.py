@@ -17,7 +17,7 @@ import numpy as np
 import torch
 
 from vsanimesr.engine import AnimeSR, scene_metric
-from vsanimesr.metrics import psnr
+from vsanimesr.evaluation import restart_visibility
 
 
 def read_frames(path: str, start: int, stop: int, crop: tuple[int, int] | None) -> np.ndarray:
@@ -60,17 +60,13 @@ def main() -> None:
     t0 = time.perf_counter()
     linear = AnimeSR(model=args.model, device="cpu", reset_interval=0, scene_threshold=0).upscale(clip)
     print(f"linear chain: {len(clip)} frames in {time.perf_counter() - t0:.1f} s")
-    lin = np.clip(linear, 0, 1)
-    boundaries = list(range(args.interval, len(clip), args.interval))
-    print(f"restart frames: {boundaries}")
+    print(f"restart frames: {list(range(args.interval, len(clip), args.interval))}")
     print("| warmup | PSNR at restart (mean / min) | worst PSNR in the 8 frames after | steps / frame |")
     print("|---|---|---|---|")
     for w in (int(v) for v in args.warmups.split(",")):
-        sr = AnimeSR(model=args.model, device="cpu", reset_interval=args.interval, warmup=w, scene_threshold=0)
-        out = np.clip(sr.upscale(clip), 0, 1)
-        at = [psnr(out[p], lin[p]) for p in boundaries]
-        after = [min(psnr(out[k], lin[k]) for k in range(p, min(p + 8, len(clip)))) for p in boundaries]
-        print(f"| {w} | {np.mean(at):.2f} / {np.min(at):.2f} | {np.min(after):.2f} | {sr.steps / len(clip):.3f} |")
+        r = restart_visibility(clip, model=args.model, interval=args.interval, warmup=w, linear=linear)
+        print(f"| {w} | {np.mean(r.psnr_at):.2f} / {np.min(r.psnr_at):.2f} | {np.min(r.psnr_worst_after):.2f} "
+              f"| {r.steps_per_frame:.3f} |")
 
 
 if __name__ == "__main__":

@@ -120,7 +120,9 @@ core.animesr.Upscale(clip_from(core, data), model="v2", device="cpu", {args}).se
 """
 
 
-def run_vspipe(tmp_path: Path, data: np.ndarray, *args: str, extra: str = "", kwargs: str = "reset_interval=4, warmup=2"):
+def run_vspipe(
+    tmp_path: Path, data: np.ndarray, *args: str, extra: str = "", kwargs: str = "reset_interval=4, warmup=2"
+):
     vspipe = Path(sys.executable).with_name("vspipe")
     if not vspipe.exists():
         vspipe = Path(shutil.which("vspipe") or "vspipe")

@@ -126,7 +126,9 @@ class Bridge:
             if value is not None and value < 0:
                 raise _ArgError(f"{name} must be >= 0, got {value}")
         if scene_threshold is not None and not (math.isfinite(scene_threshold) and scene_threshold >= 0):
-            raise _ArgError(f"scene_threshold must be a finite number >= 0 (0 disables the detector), got {scene_threshold}")
+            raise _ArgError(
+                f"scene_threshold must be a finite number >= 0 (0 disables the detector), got {scene_threshold}"
+            )
         if not (math.isfinite(outscale) and outscale > 0):
             raise _ArgError(f"outscale must be a finite number > 0, got {outscale}")
         if fp16 is not None and fp16 not in (0, 1):
@@ -234,7 +236,9 @@ class Bridge:
         with torch.inference_mode():
             if self.device.type == "cuda":
                 with torch.cuda.device(self.device):
-                    out = self.sr.frame_planar(k, window, self.num_frames, window.scene_change, out_dtype=self.out_dtype)
+                    out = self.sr.frame_planar(
+                        k, window, self.num_frames, window.scene_change, out_dtype=self.out_dtype
+                    )
             else:
                 out = self.sr.frame_planar(k, window, self.num_frames, window.scene_change, out_dtype=self.out_dtype)
         self._pos = k

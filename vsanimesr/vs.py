@@ -73,7 +73,8 @@ def upscale(
     """Upscale ``clip`` x4 (or ``outscale``) with AnimeSR; returns ``format`` (default: the input's format).
 
     ``model``, ``device``, ``fp16``, ``tile``, ``tile_overlap``, ``reset_interval``, ``warmup``,
-    ``scene_threshold``, ``outscale``, ``bf16`` and ``compile`` go to ``core.animesr.Upscale`` unchanged. ``matrix``, ``transfer``,
+    ``scene_threshold``, ``outscale``, ``bf16`` and ``compile`` go to ``core.animesr.Upscale`` unchanged.
+    ``matrix``, ``transfer``,
     ``primaries`` (H.273 codes, as in the frame properties) and ``range`` (``"full"`` or ``"limited"``) override the
     clip's properties. Compute runs in RGBH when the input is RGBH or ``fp16`` is true, else RGBS.
     """

@@ -137,7 +137,7 @@ class AnimeSRNet(nn.Module):
         """
         b, t, c, h, w = clip.shape
         if t < 1:
-            raise ValueError(f"AnimeSRNet.forward_sequence: clip needs at least one frame, got shape {tuple(clip.shape)}")
+            raise ValueError(f"AnimeSRNet.forward_sequence: clip needs at least one frame, got {tuple(clip.shape)}")
         outs = []
         prev_out, state = self.init_state(clip.new_zeros(b, 9, h, w))
         for i in range(t):

@@ -34,7 +34,7 @@ def fill(n, f):
         np.asarray(f[p])[:] = data[n, p]
     return f
 src = core.std.ModifyFrame(blank, blank, fill)
-core.animesr.Upscale(src, model={model!r}, device={device!r}).set_output()
+core.animesr.Upscale(src, model={model!r}, device={device!r}{extra}).set_output()
 """
 
 BARE = """
@@ -86,7 +86,7 @@ def main(argv: list[str] | None = None) -> int:
         np.save(npy, frames)
         fmt = dict(threads=args.threads, npy=str(npy), model=args.model, device=args.device)
         script = Path(tmp) / "bench.vpy"
-        script.write_text(VPY.format(**fmt))
+        script.write_text(VPY.format(**fmt, extra=""))
         bare = Path(tmp) / "bare.py"
         bare.write_text(BARE.format(**fmt))
         vspipe = Path(sys.executable).with_name("vspipe")

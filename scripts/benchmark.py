@@ -185,20 +185,7 @@ def make_engine_runner(variant: str, device: str, frames: np.ndarray, model: str
     return run
 
 
-VPY = """
-import numpy as np, torch, vapoursynth as vs
-torch.set_num_threads({threads})
-core = vs.core
-data = np.load({npy!r})
-blank = core.std.BlankClip(width=data.shape[3], height=data.shape[2], format=vs.RGBS, length=data.shape[0])
-def fill(n, f):
-    f = f.copy()
-    for p in range(3):
-        np.asarray(f[p])[:] = data[n, p]
-    return f
-src = core.std.ModifyFrame(blank, blank, fill)
-core.animesr.Upscale(src, model={model!r}, device={device!r}{extra}).set_output()
-"""
+
 """The same source script as scripts/bench_vs.py: frames from a .npy file, so no decoder cost is measured."""
 
 
@@ -221,6 +208,8 @@ def run_vspipe(workdir: Path, frames: np.ndarray, *, device: str, fp16: bool, mo
         np.save(npy, np.ascontiguousarray(frames.transpose(0, 3, 1, 2), dtype=np.float32) / 255.0)
     script = workdir / f"bench_{device.replace(':', '_')}_{int(fp16)}.vpy"
     extra = ", fp16=1" if fp16 else ""
+    from scripts.bench_vs import VPY  # the same source script: frames from a .npy, so no decoder cost
+
     script.write_text(VPY.format(threads=threads, npy=str(npy), model=model, device=device, extra=extra))
     vspipe = Path(sys.executable).with_name("vspipe")
     proc, peak = _run_child([str(vspipe if vspipe.exists() else "vspipe"), "-p", str(script), "."], env)

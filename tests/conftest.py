@@ -35,6 +35,19 @@ def demo_video() -> Path:
     return shared_path("data/onepiece_demo.mp4")
 
 
+@pytest.fixture(scope="module")
+def core():  # noqa: ANN201 - vapoursynth is imported lazily
+    """The VapourSynth core with the installed ``animesr`` plugin; in CI a missing plugin is a failure, not a skip."""
+    vs = pytest.importorskip("vapoursynth")
+    c = vs.core
+    if not hasattr(c, "animesr"):
+        msg = "core.animesr is not installed: run `make test` (or `pip install .`) first"
+        if os.environ.get("CI"):
+            pytest.fail(msg)
+        pytest.skip(msg)
+    return c
+
+
 @pytest.fixture(scope="session")
 def weights_v1() -> Path:
     from vsanimesr.weights import fetch

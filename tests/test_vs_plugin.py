@@ -24,13 +24,6 @@ N, H, W = 10, 16, 24
 SETTINGS = dict(reset_interval=4, warmup=2)  # periodic restarts at 4 and 8, each led in by 2 warm-up steps
 
 
-@pytest.fixture(scope="module")
-def core():
-    c = vs.core
-    if not hasattr(c, "animesr"):
-        pytest.skip("core.animesr is not installed: run `pip install --no-build-isolation .` first")
-    return c
-
 
 def smooth_frames(n: int = N, cut_at: int | None = None, seed: int = 0) -> np.ndarray:
     """(n, 3, H, W) float32 in [0, 1]: a slowly moving pattern (no scene cut unless cut_at is given)."""

@@ -10,13 +10,6 @@ vs = pytest.importorskip("vapoursynth")
 KW = dict(device="cpu", reset_interval=2, warmup=1)
 
 
-@pytest.fixture(scope="module")
-def core():
-    c = vs.core
-    if not hasattr(c, "animesr"):
-        pytest.skip("core.animesr is not installed: run `pip install --no-build-isolation .` first")
-    return c
-
 
 @pytest.mark.parametrize(
     ("fmt", "color"),

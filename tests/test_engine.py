@@ -129,6 +129,15 @@ def test_any_size_gives_exactly_4x(hw: tuple[int, int], t: int) -> None:
     assert out.dtype == np.float32 and np.isfinite(out).all()
 
 
+def test_returned_frames_do_not_alias_the_engine_cache() -> None:
+    clip = _smooth_clip(3, 8, 8)
+    sr = AnimeSR(device="cpu")
+    first = sr.frame(1, clip.__getitem__, 3)
+    keep = first.copy()
+    first[:] = 0  # the caller owns the array
+    assert np.array_equal(sr.frame(1, clip.__getitem__, 3), keep)
+
+
 def test_uint8_and_float_inputs_agree() -> None:
     frames = np.random.default_rng(1).integers(0, 256, (3, 12, 12, 3), dtype=np.uint8)
     a = AnimeSR(device="cpu").upscale(frames)

@@ -223,8 +223,8 @@ class AnimeSR:
     ) -> np.ndarray:
         """As :meth:`frame` but returns planar (3, 4H, 4W) float32 output (or ``out_dtype``): the VapourSynth path."""
         out = self._frame_tensor(n, get_frame, num_frames, scene_change)
-        arr = out.cpu().numpy()
-        return arr if out_dtype is None else arr.astype(out_dtype, copy=False)
+        # A fresh array: on the CPU .numpy() would share memory with the engine's output cache.
+        return out.cpu().numpy().astype(np.float32 if out_dtype is None else out_dtype, copy=True)
 
     def upscale(self, frames: np.ndarray | Sequence[FrameLike]) -> np.ndarray:
         """Upscale a whole clip: (T, H, W, 3) uint8 or float in [0, 1] -> (T, 4H, 4W, 3) float32, unclamped."""

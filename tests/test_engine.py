@@ -108,6 +108,18 @@ def test_restarts_and_cuts_match_their_definition() -> None:
     assert np.array_equal(out[:6], plain(reset_interval=0).upscale(clip[:7])[:6])
 
 
+def test_slightly_out_of_order_requests_cost_no_extra_steps() -> None:
+    """Requests up to ``output_cache`` frames ahead compute the frames between once and serve them from the cache."""
+    clip = _smooth_clip(12, 8, 8)
+    sr = AnimeSR(device="cpu", reset_interval=0, scene_threshold=0, output_cache=4)
+    ref = AnimeSR(device="cpu", reset_interval=0, scene_threshold=0).upscale(clip)
+    for n in (0, 3, 1, 2, 7, 5, 4, 6, 11, 8, 10, 9):
+        assert np.array_equal(sr.frame(n, clip.__getitem__, 12), ref[n]), n
+    assert sr.steps == 12
+    with pytest.raises(ValueError, match="output_cache must be an integer >= 1, got 0"):
+        AnimeSR(device="cpu", output_cache=0)
+
+
 def test_reset_interval_zero_is_one_linear_chain() -> None:
     clip = _smooth_clip(10, 8, 8)
     net = AnimeSR(device="cpu", reset_interval=0, scene_threshold=0, channels_last=False)

@@ -14,8 +14,6 @@ import logging
 import math
 import threading
 import traceback
-import warnings
-from collections import OrderedDict
 from typing import Any, Protocol
 
 import numpy as np
@@ -26,10 +24,7 @@ log = logging.getLogger("vsanimesr.vs")
 
 PREFIX = "animesr.Upscale: "
 OUTPUT_CACHE_BYTES = 512 << 20
-"""Memory for outputs computed ahead of an out-of-order request (see :meth:`Bridge.process`)."""
-
-# Source planes are read-only views of VapourSynth frames; the engine copies them straight away.
-warnings.filterwarnings("ignore", message="The given NumPy array is not writable", category=UserWarning)
+"""Memory for the engine's cache of recent outputs (see :meth:`Bridge.process`); 2 to 16 frames."""
 
 
 class Window(Protocol):
@@ -156,6 +151,7 @@ class Bridge:
                 scene_threshold=scene_threshold,
                 bf16=bool(bf16),
                 compile=bool(compile),
+                output_cache=min(16, max(2, OUTPUT_CACHE_BYTES // (3 * 16 * width * height * 4))),
             )
         except Exception as e:
             if type(e).__name__ == "WeightsError":
@@ -167,11 +163,6 @@ class Bridge:
         self.out_dtype = np.float16 if format == "RGBH" else np.float32
         self.reset_interval: int = self.sr.reset_interval
         self.warmup: int = self.sr.warmup
-        # The C filter computes the same window itself (no GIL in arInitial); make sure it agrees with the engine.
-        for n in {0, num_frames - 1, min(num_frames - 1, self.reset_interval + 1), num_frames // 2}:
-            lo, hi = self._window(n)
-            if (lo, hi) != tuple(self.sr.window(n, num_frames)):
-                raise RuntimeError(f"engine window {self.sr.window(n, num_frames)} != filter window {(lo, hi)}")
         self.ring_capacity = max(8, self.reset_interval + self.warmup + 3)
         if outscale == 4.0:
             self.out_width, self.out_height = 4 * width, 4 * height
@@ -179,10 +170,6 @@ class Bridge:
             self.out_width, self.out_height = round(width * outscale), round(height * outscale)
             if self.out_width < 1 or self.out_height < 1:
                 raise _ArgError(f"outscale={outscale} gives an empty {self.out_width}x{self.out_height} frame")
-        frame_bytes = 3 * 16 * width * height * 4
-        self._ahead_max = int(min(16, max(2, OUTPUT_CACHE_BYTES // frame_bytes)))
-        self._ahead: OrderedDict[int, np.ndarray] = OrderedDict()
-        self._pos: int | None = None  # the engine's chain position after our last computed request
         self._lock = threading.Lock()
         log.debug(
             "animesr.Upscale: %dx%d %s, %d frames, device=%s fp16=%s reset_interval=%d warmup=%d",
@@ -194,52 +181,26 @@ class Bridge:
         """Network steps executed by this instance's engine."""
         return self.sr.steps
 
-    def _window(self, n: int) -> tuple[int, int]:
-        r = self.reset_interval
-        p = (n // r) * r if r else 0
-        return max(0, p - self.warmup - 1), min(self.num_frames - 1, n + 1)
-
-    def _period(self, n: int) -> int:
-        r = self.reset_interval
-        return (n // r) * r if r else 0
-
     def process(self, n: int, window: Window) -> np.ndarray | str:
         """Output frame ``n`` as a C-contiguous (3, 4H, 4W) array in the clip's sample type, or an error message.
 
-        VapourSynth delivers requests slightly out of order even in a sequential render. When ``n`` is a little
-        ahead of the engine's chain, the frames in between are computed now (one step each, as they would be
-        anyway) and kept for their own requests, so a sequential render costs one step per frame.
+        VapourSynth delivers requests slightly out of order even in a sequential render; the engine's output cache
+        (sized from :data:`OUTPUT_CACHE_BYTES`) absorbs that, so a sequential render costs one step per frame.
         """
         with self._lock:
             try:
-                out = self._ahead.pop(n, None)
-                if out is None:
-                    pos = self._pos
-                    if pos is not None and 1 < n - pos <= self._ahead_max and self._period(pos) == self._period(n):
-                        for k in range(pos + 1, n):
-                            if k not in self._ahead:
-                                self._ahead[k] = self._compute(k, window)
-                        while len(self._ahead) > self._ahead_max:
-                            self._ahead.popitem(last=False)
-                    out = self._compute(n, window)
+                out = self._compute(n, window)
                 log.debug("animesr.Upscale: frame %d done, %d network steps so far", n, self.sr.steps)
                 return out
             except Exception as e:
-                self._pos = None
-                self._ahead.clear()
+                self.sr.reset()  # a failed step may leave a half-advanced chain: start clean next time
                 tb = "".join(traceback.format_exception(e)).rstrip()
                 return f"{PREFIX}frame {n}: {type(e).__name__}: {_message(e)}\n{tb}"
 
     def _compute(self, k: int, window: Window) -> np.ndarray:
-        torch = self._torch
-        # Each call from C may run on a fresh thread state: set per-thread torch modes here, every time.
-        with torch.inference_mode():
-            if self.device.type == "cuda":
-                with torch.cuda.device(self.device):
-                    out = self.sr.frame_planar(
-                        k, window, self.num_frames, window.scene_change, out_dtype=self.out_dtype
-                    )
-            else:
-                out = self.sr.frame_planar(k, window, self.num_frames, window.scene_change, out_dtype=self.out_dtype)
-        self._pos = k
-        return np.ascontiguousarray(out)
+        # Each call from C may run on a fresh thread state, so the CUDA device is set here, every time (the engine
+        # sets inference mode itself).
+        if self.device.type == "cuda":
+            with self._torch.cuda.device(self.device):
+                return self.sr.frame_planar(k, window, self.num_frames, window.scene_change, out_dtype=self.out_dtype)
+        return self.sr.frame_planar(k, window, self.num_frames, window.scene_change, out_dtype=self.out_dtype)

@@ -52,7 +52,6 @@ DEFAULT_WARMUP = 4
 DEFAULT_SCENE_THRESHOLD = 0.15
 """Cut when :func:`scene_metric` of consecutive low-resolution frames exceeds this (see the function for data)."""
 
-_OUTPUT_CACHE = 4  # recent outputs kept for requests that arrive slightly out of order (VapourSynth does that)
 
 FrameLike = Any  # (H, W, 3) array, or a sequence of 3 planes (R, G, B) each (H, W)
 
@@ -119,6 +118,8 @@ class AnimeSR:
         bf16: bfloat16 autocast for the convolutions (about 2x on CPUs with AVX512-BF16/AMX; the recurrent state and
             the output stay float32). Not bit-compatible with fp32: see the README for the measured drift.
         channels_last: memory format for the network; None = on for CPU and CUDA.
+        output_cache: recent outputs kept, so that requests arriving slightly out of order (VapourSynth delivers
+            them so) are served without recomputing; a request ahead of the chain computes the frames between.
     """
 
     def __init__(
@@ -135,6 +136,7 @@ class AnimeSR:
         compile: bool = False,
         bf16: bool = False,
         channels_last: bool | None = None,
+        output_cache: int = 4,
     ) -> None:
         if fp16 and bf16:
             raise ValueError("AnimeSR: fp16=True and bf16=True exclude each other; pick one")
@@ -159,6 +161,9 @@ class AnimeSR:
         for name, value in (("reset_interval", self.reset_interval), ("warmup", self.warmup)):
             if not isinstance(value, int) or isinstance(value, bool) or value < 0:
                 raise ValueError(f"AnimeSR: {name} must be an integer >= 0, got {value!r}")
+        if not isinstance(output_cache, int) or isinstance(output_cache, bool) or output_cache < 1:
+            raise ValueError(f"AnimeSR: output_cache must be an integer >= 1, got {output_cache!r}")
+        self.output_cache = output_cache
         if not math.isfinite(self.scene_threshold) or self.scene_threshold < 0:
             raise ValueError(f"AnimeSR: scene_threshold must be a finite number >= 0, got {scene_threshold!r}")
 
@@ -195,7 +200,11 @@ class AnimeSR:
     def window(self, n: int, num_frames: int) -> tuple[int, int]:
         """Inclusive range of input frame indices that the output of frame ``n`` may depend on."""
         self._check_index(n, num_frames, "window")
-        return max(0, self._period(n) - self.warmup - 1), min(num_frames - 1, n + 1)
+        return max(0, self.period(n) - self.warmup - 1), min(num_frames - 1, n + 1)
+
+    def period(self, n: int) -> int:
+        """The periodic restart point at or before frame ``n`` (0 when ``reset_interval`` is 0)."""
+        return (n // self.reset_interval) * self.reset_interval if self.reset_interval else 0
 
     def frame(
         self,
@@ -277,7 +286,7 @@ class AnimeSR:
             start = self._chain_start(n, fetch, scene_change)
             chain = self._chain
             if chain is None or chain.start != start or not (start <= chain.pos < n):
-                chain = self._new_chain(start, max(start, self._period(n)), fetch)
+                chain = self._new_chain(start, max(start, self.period(n)), fetch)
             while chain.pos < n:
                 k = chain.pos + 1
                 self._step(chain, k, fetch, num_frames, scene_change)
@@ -286,11 +295,8 @@ class AnimeSR:
             self._frames = fetch.keep_recent(self.warmup + 3)
         return out
 
-    def _period(self, n: int) -> int:
-        return (n // self.reset_interval) * self.reset_interval if self.reset_interval else 0
-
     def _chain_start(self, n: int, fetch: _FrameFetcher, scene_change: Callable[[int], bool | None] | None) -> int:
-        lead = max(self._period(n) - self.warmup, 0)
+        lead = max(self.period(n) - self.warmup, 0)
         for k in range(n, lead, -1):  # the latest cut in (lead, n] starts the chain itself
             if self._is_cut(k, fetch, scene_change):
                 return k
@@ -343,7 +349,7 @@ class AnimeSR:
             return  # warm-up output: belongs to the previous chain's frame, never shown
         ph, pw = self._size  # type: ignore[misc]
         self._outputs[k] = full[0, :, : ph * s, : pw * s].float().contiguous()
-        while len(self._outputs) > _OUTPUT_CACHE:
+        while len(self._outputs) > self.output_cache:
             self._outputs.popitem(last=False)
 
     def _run_tiles(self, chain: _Chain, frames9: Tensor, tiles: list[tuple[int, ...]], cur: Tensor) -> Tensor:

@@ -33,6 +33,7 @@ from pathlib import Path
 import numpy as np
 
 from vsanimesr.metrics import NIQE_PATCH_SIZE, flicker, niqe, psnr, rgb_to_y, sharpness, ssim
+from vsanimesr.video import to_uint
 
 __all__ = [
     "CLASSIC",
@@ -332,10 +333,6 @@ def format_markdown(rows: Sequence[dict[str, object]]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def _to_u8(x: np.ndarray) -> np.ndarray:
-    return (np.clip(x, 0, 1) * 255 + 0.5).astype(np.uint8) if x.dtype != np.uint8 else x
-
-
 def busiest_window(frame: np.ndarray, size: int) -> tuple[int, int]:
     """Top-left (y, x) of the ``size`` x ``size`` window of ``frame`` (h, w, 3) with the most gradient energy, on a
     grid of ``size // 2`` steps: the crop most likely to show line art, where upscalers differ most."""
@@ -378,7 +375,7 @@ def save_crops(
     s = min(size, *clip.lr.shape[1:3])
     panels = [("input (nearest)", np.repeat(np.repeat(clip.lr[n, y : y + s, x : x + s], 4, 0), 4, 1))]
     for label, out in outputs.items():
-        panels.append((label, _to_u8(out[n, 4 * y : 4 * (y + s), 4 * x : 4 * (x + s)])))
+        panels.append((label, to_uint(out[n, 4 * y : 4 * (y + s), 4 * x : 4 * (x + s)], 8)))
     if clip.hr is not None:
         panels.append(("ground truth", clip.hr[n, 4 * y : 4 * (y + s), 4 * x : 4 * (x + s)]))
     side, label_h, gap = 4 * s, 14, 4

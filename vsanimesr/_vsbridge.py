@@ -39,43 +39,10 @@ def _message(exc: BaseException) -> str:
     return text.removeprefix("AnimeSR: ")
 
 
-def create(
-    *,
-    width: int,
-    height: int,
-    num_frames: int,
-    format: str,  # noqa: A002 - the VapourSynth format name, e.g. "RGBS"
-    model: str = "v2",
-    device: str = "auto",
-    fp16: int | None = None,
-    tile: int = 0,
-    tile_overlap: int = 16,
-    reset_interval: int | None = None,
-    warmup: int | None = None,
-    scene_threshold: float | None = None,
-    outscale: float = 4.0,
-    bf16: int = 0,
-    compile: int = 0,  # noqa: A002 - the engine's option name
-) -> Bridge | str:
-    """Validate the filter's arguments and build the engine; an error message string on bad input."""
+def create(**kwargs: Any) -> Bridge | str:
+    """Validate the filter's arguments (see :class:`Bridge`) and build the engine; an error string on bad input."""
     try:
-        return Bridge(
-            width=width,
-            height=height,
-            num_frames=num_frames,
-            format=format,
-            model=model,
-            device=device,
-            fp16=fp16,
-            tile=tile,
-            tile_overlap=tile_overlap,
-            reset_interval=reset_interval,
-            warmup=warmup,
-            scene_threshold=scene_threshold,
-            outscale=outscale,
-            bf16=bf16,
-            compile=compile,
-        )
+        return Bridge(**kwargs)
     except _ArgError as e:
         return PREFIX + str(e)
     except Exception as e:  # engine construction: ValueError, WeightsError, RuntimeError, OSError ...
@@ -95,16 +62,16 @@ class Bridge:
         width: int,
         height: int,
         num_frames: int,
-        format: str,  # noqa: A002
-        model: str,
-        device: str,
-        fp16: int | None,
-        tile: int,
-        tile_overlap: int,
-        reset_interval: int | None,
-        warmup: int | None,
-        scene_threshold: float | None,
-        outscale: float,
+        format: str,  # noqa: A002 - the VapourSynth format name, e.g. "RGBS"
+        model: str = "v2",
+        device: str = "auto",
+        fp16: int | None = None,
+        tile: int = 0,
+        tile_overlap: int = 16,
+        reset_interval: int | None = None,
+        warmup: int | None = None,
+        scene_threshold: float | None = None,
+        outscale: float = 4.0,
         bf16: int = 0,
         compile: int = 0,  # noqa: A002
     ) -> None:

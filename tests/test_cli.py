@@ -251,11 +251,18 @@ def test_full_disk_leaves_no_partial_file(video, tmp_path):
     assert _listing(tmp_path) == []
 
 
-def test_ctrl_c_exits_130_and_removes_partial_file(sample_video, tmp_path):
+@pytest.mark.parametrize("entry", ["module", "console-script"])
+@pytest.mark.parametrize("delay", [0.0, 1.0], ids=["during-imports", "later"])
+def test_ctrl_c_exits_130_and_removes_partial_file(tmp_path, entry, delay):
+    src = tmp_path / "long.mp4"
+    _write_sample(src, num_frames=600)  # long enough to be still running a second after start on any machine
     out_dir = tmp_path / "out"
     out_dir.mkdir()
-    cmd = [sys.executable, "-m", "vsanimesr.cli", "upscale", str(sample_video), str(out_dir / "x.mp4"),
-           "--device", "cpu", "--crop", "32:32", "-q"]
+    script = Path(sys.executable).parent / "animesr"
+    if entry == "console-script" and not script.exists():
+        pytest.skip(f"{script} is not installed (run `make test`)")
+    prog = [str(script)] if entry == "console-script" else [sys.executable, "-m", "vsanimesr.cli"]
+    cmd = [*prog, "upscale", str(src), str(out_dir / "x.mp4"), "--device", "cpu", "-q"]
     # A shell without job control starts background jobs with SIGINT ignored; restore the default for the child.
     proc = subprocess.Popen(cmd, env=ENV, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                             preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
@@ -264,6 +271,7 @@ def test_ctrl_c_exits_130_and_removes_partial_file(sample_video, tmp_path):
         while not any(out_dir.iterdir()):  # the temporary file appears before torch and the engine load
             assert proc.poll() is None and time.monotonic() < deadline, proc.stderr.read() if proc.poll() else ""
             time.sleep(0.01)
+        time.sleep(delay)
         proc.send_signal(signal.SIGINT)
         _, err = proc.communicate(timeout=60)
     finally:

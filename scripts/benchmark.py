@@ -9,12 +9,14 @@ Rows, per device and low-resolution size (WxH):
     net-cl      the same loop with channels_last tensors and weights
     net-bf16    the same loop under torch.autocast(bfloat16)
     net-fp16    the network in half precision (CUDA only)
+    net-tf32    the plain loop with cuDNN's TF32 allowed (CUDA only; every other fp32 row is IEEE fp32)
     engine      AnimeSR(model, device) with its defaults (channels_last, periodic restarts, scene detection):
                 uint8 frames in, float32 frames back on the host
     engine-nchw engine with channels_last=False
     engine-compile  engine with compile=True (the first, compiling call is not timed; its time is in the notes)
     engine-bf16 engine with bf16=True (bfloat16 convolutions, fp32 recurrence)
     engine-fp16 engine with fp16=True (CUDA only)
+    engine-tf32 engine with tf32=True (CUDA only)
     vspipe      core.animesr.Upscale under vspipe, fed RGBS frames from a script (vspipe's own timer)
     cli         `animesr frames` on a folder of PNGs (PNG decode/encode included, engine start-up excluded)
     vspipe-fp16, cli-fp16   the same with fp16=1 / --fp16 (CUDA only)
@@ -48,9 +50,9 @@ REPO = Path(__file__).resolve().parents[1]
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
-ALL_VARIANTS = ("net", "net-cl", "net-bf16", "net-fp16", "engine", "engine-nchw", "engine-compile", "engine-bf16",
-                "engine-fp16", "vspipe", "vspipe-fp16", "cli", "cli-fp16")  # fmt: skip
-CUDA_ONLY = ("net-fp16", "engine-fp16", "vspipe-fp16", "cli-fp16")
+ALL_VARIANTS = ("net", "net-cl", "net-bf16", "net-fp16", "net-tf32", "engine", "engine-nchw", "engine-compile",
+                "engine-bf16", "engine-fp16", "engine-tf32", "vspipe", "vspipe-fp16", "cli", "cli-fp16")  # fmt: skip
+CUDA_ONLY = ("net-fp16", "net-tf32", "engine-fp16", "engine-tf32", "vspipe-fp16", "cli-fp16")
 SUBPROCESS = ("vspipe", "vspipe-fp16", "cli", "cli-fp16")
 MIB = 1 << 20
 
@@ -144,8 +146,11 @@ def make_net_runner(variant: str, device: str, frames: np.ndarray, model: str) -
     autocast = variant == "net-bf16"
     dev_type = torch.device(device).type
 
+    tf32 = variant == "net-tf32"  # fp32 rows are IEEE fp32 (as the engine's default); this one allows TF32
+
     def run() -> None:
         t = len(x)
+        old, torch.backends.cudnn.allow_tf32 = torch.backends.cudnn.allow_tf32, tf32
         with torch.inference_mode(), torch.autocast(dev_type, dtype=torch.bfloat16, enabled=autocast):
             out = state = None
             for k in range(t):
@@ -159,6 +164,7 @@ def make_net_runner(variant: str, device: str, frames: np.ndarray, model: str) -
                         state = state.contiguous(memory_format=torch.channels_last)
                 out, state = net(f9, out, state)
         _sync(device)
+        torch.backends.cudnn.allow_tf32 = old
 
     return run
 
@@ -176,6 +182,8 @@ def make_engine_runner(variant: str, device: str, frames: np.ndarray, model: str
         kwargs["fp16"] = True
     elif variant == "engine-bf16":
         kwargs["bf16"] = True
+    elif variant == "engine-tf32":
+        kwargs["tf32"] = True
     sr = AnimeSR(model=model, device=device, **kwargs)  # type: ignore[arg-type]
 
     def run() -> None:

@@ -120,6 +120,17 @@ def test_slightly_out_of_order_requests_cost_no_extra_steps() -> None:
         AnimeSR(device="cpu", output_cache=0)
 
 
+def test_requests_across_a_restart_point_resume_their_own_chain() -> None:
+    """VapourSynth may start frame 4 (a restart) before 0-3: both chains live on, so no step is done twice."""
+    clip = _smooth_clip(10, 8, 8)
+    kw = dict(device="cpu", reset_interval=4, warmup=2, scene_threshold=0)
+    ref = AnimeSR(**kw).upscale(clip)
+    sr = AnimeSR(**kw)
+    for n in (4, 0, 1, 2, 3, 5, 6, 7, 8, 9):
+        assert np.array_equal(sr.frame(n, clip.__getitem__, 10), ref[n]), n
+    assert sr.steps == 10 + 2 * 2  # every frame once, plus the warm-up before the restarts at 4 and 8
+
+
 def test_reset_interval_zero_is_one_linear_chain() -> None:
     clip = _smooth_clip(10, 8, 8)
     net = AnimeSR(device="cpu", reset_interval=0, scene_threshold=0, channels_last=False)
@@ -148,6 +159,21 @@ def test_returned_frames_do_not_alias_the_engine_cache() -> None:
     keep = first.copy()
     first[:] = 0  # the caller owns the array
     assert np.array_equal(sr.frame(1, clip.__getitem__, 3), keep)
+
+
+def test_frame_planar_writes_into_strided_planes_and_half() -> None:
+    """The VapourSynth path: the engine fills the caller's (padded-row) planes in place, in fp32 or fp16."""
+    clip = _smooth_clip(3, 8, 12)
+    sr = AnimeSR(device="cpu")
+    ref = sr.frame(1, clip.__getitem__, 3)  # (32, 48, 3)
+    for dtype in (np.float32, np.float16):
+        buf = np.full((3, 32, 64), -1, dtype)  # rows of 64 samples, 48 used
+        planes = [buf[p, :, :48] for p in range(3)]
+        assert sr.frame_planar(1, clip.__getitem__, 3, out=planes) is None
+        np.testing.assert_array_equal(buf[..., :48], ref.transpose(2, 0, 1).astype(dtype))
+        assert (buf[..., 48:] == -1).all()  # nothing written past the row's end
+    whole = sr.frame_planar(1, clip.__getitem__, 3, out_dtype=np.float16)
+    assert whole.dtype == np.float16 and whole.flags.c_contiguous and whole.shape == (3, 32, 48)
 
 
 def test_uint8_and_float_inputs_agree() -> None:
@@ -187,7 +213,8 @@ def test_bf16_stays_close_to_fp32_and_keeps_the_state_in_fp32(conformance: dict)
     assert psnr(np.clip(out, 0, 1), np.clip(ref, 0, 1)) > 50
     clip = _smooth_clip(3, 8, 8)
     sr.frame(2, clip.__getitem__, 3)
-    assert sr._chain is not None and all(t.dtype == torch.float32 for t in sr._chain.states + sr._chain.outs)
+    chain = next(reversed(sr._chains.values()))
+    assert all(t.dtype == torch.float32 for t in chain.states + chain.outs)
     with pytest.raises(ValueError, match="fp16=True and bf16=True"):
         AnimeSR(device="cpu", fp16=True, bf16=True)
 

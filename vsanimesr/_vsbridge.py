@@ -74,6 +74,7 @@ class Bridge:
         outscale: float = 4.0,
         bf16: int = 0,
         compile: int = 0,  # noqa: A002
+        tf32: int = 0,
     ) -> None:
         import torch
 
@@ -95,7 +96,7 @@ class Bridge:
             raise _ArgError(f"outscale must be a finite number > 0, got {outscale}")
         if fp16 is not None and fp16 not in (0, 1):
             raise _ArgError(f"fp16 must be 0 or 1 (or unset), got {fp16}")
-        for name, value in (("bf16", bf16), ("compile", compile)):
+        for name, value in (("bf16", bf16), ("compile", compile), ("tf32", tf32)):
             if value not in (0, 1):
                 raise _ArgError(f"{name} must be 0 or 1, got {value}")
         try:
@@ -118,6 +119,7 @@ class Bridge:
                 scene_threshold=scene_threshold,
                 bf16=bool(bf16),
                 compile=bool(compile),
+                tf32=bool(tf32),
                 output_cache=min(16, max(2, OUTPUT_CACHE_BYTES // (3 * 16 * width * height * 4))),
             )
         except Exception as e:
@@ -148,26 +150,31 @@ class Bridge:
         """Network steps executed by this instance's engine."""
         return self.sr.steps
 
-    def process(self, n: int, window: Window) -> np.ndarray | str:
-        """Output frame ``n`` as a C-contiguous (3, 4H, 4W) array in the clip's sample type, or an error message.
+    def process(self, n: int, window: Window, planes: tuple[memoryview, ...], stride: int) -> str | None:
+        """Write output frame ``n`` into ``planes`` (the new frame's three writable planes, rows ``stride`` bytes
+        apart); return None, or an error message.
 
         VapourSynth delivers requests slightly out of order even in a sequential render; the engine's output cache
         (sized from :data:`OUTPUT_CACHE_BYTES`) absorbs that, so a sequential render costs one step per frame.
         """
         with self._lock:
             try:
-                out = self._compute(n, window)
+                item = np.dtype(self.out_dtype).itemsize
+                shape, strides = (4 * self.height, 4 * self.width), (stride, item)
+                dst = [np.ndarray(shape, self.out_dtype, buffer=p, strides=strides) for p in planes]
+                self._compute(n, window, dst)
                 log.debug("animesr.Upscale: frame %d done, %d network steps so far", n, self.sr.steps)
-                return out
+                return None
             except Exception as e:
                 self.sr.reset()  # a failed step may leave a half-advanced chain: start clean next time
                 tb = "".join(traceback.format_exception(e)).rstrip()
                 return f"{PREFIX}frame {n}: {type(e).__name__}: {_message(e)}\n{tb}"
 
-    def _compute(self, k: int, window: Window) -> np.ndarray:
+    def _compute(self, k: int, window: Window, dst: list[np.ndarray]) -> None:
         # Each call from C may run on a fresh thread state, so the CUDA device is set here, every time (the engine
         # sets inference mode itself).
         if self.device.type == "cuda":
             with self._torch.cuda.device(self.device):
-                return self.sr.frame_planar(k, window, self.num_frames, window.scene_change, out_dtype=self.out_dtype)
-        return self.sr.frame_planar(k, window, self.num_frames, window.scene_change, out_dtype=self.out_dtype)
+                self.sr.frame_planar(k, window, self.num_frames, window.scene_change, out=dst)
+        else:
+            self.sr.frame_planar(k, window, self.num_frames, window.scene_change, out=dst)

@@ -75,6 +75,8 @@ def _add_common(p: argparse.ArgumentParser) -> None:
     g.add_argument("--device", default="auto", metavar="auto|cpu|cuda|cuda:N",
                    help="where the network runs; 'auto' picks CUDA when available; default: %(default)s")
     g.add_argument("--fp16", action="store_true", help="half-precision inference (CUDA only; about 2x faster)")
+    g.add_argument("--tf32", action="store_true",
+                   help="let fp32 convolutions on CUDA use TF32 (faster, less exact; the default is IEEE fp32)")
     g.add_argument("--bf16", action="store_true",
                    help="bfloat16 convolutions (about 2x on CPUs with AVX512-BF16/AMX; output within ~56 dB PSNR of "
                         "fp32 on real frames)")
@@ -149,7 +151,7 @@ def _lazy_engine(args: argparse.Namespace) -> Callable[[Iterable[np.ndarray]], I
 
         t0 = time.perf_counter()
         sr = AnimeSR(model=args.model, device=args.device, fp16=args.fp16, tile=args.tile, bf16=args.bf16,
-                     compile=args.compile)
+                     tf32=args.tf32, compile=args.compile)
         log.info("engine ready in %.1f s", time.perf_counter() - t0)
         yield from sr.stream(frames)
 

@@ -63,6 +63,7 @@ def upscale(
     outscale: float = 4.0,
     bf16: bool = False,
     compile: bool = False,  # noqa: A002 - the engine's option name
+    tf32: bool = False,
     format: Any = None,  # noqa: A002 - VapourSynth's own name for it
     matrix: int | None = None,
     transfer: int | None = None,
@@ -73,7 +74,7 @@ def upscale(
     """Upscale ``clip`` x4 (or ``outscale``) with AnimeSR; returns ``format`` (default: the input's format).
 
     ``model``, ``device``, ``fp16``, ``tile``, ``tile_overlap``, ``reset_interval``, ``warmup``,
-    ``scene_threshold``, ``outscale``, ``bf16`` and ``compile`` go to ``core.animesr.Upscale`` unchanged.
+    ``scene_threshold``, ``outscale``, ``bf16``, ``compile`` and ``tf32`` go to ``core.animesr.Upscale`` unchanged.
     ``matrix``, ``transfer``,
     ``primaries`` (H.273 codes, as in the frame properties) and ``range`` (``"full"`` or ``"limited"``) override the
     clip's properties. Compute runs in RGBH when the input is RGBH or ``fp16`` is true, else RGBS.
@@ -133,6 +134,8 @@ def upscale(
         kwargs["bf16"] = 1
     if compile:
         kwargs["compile"] = 1
+    if tf32:
+        kwargs["tf32"] = 1
     for key, value in (("reset_interval", reset_interval), ("warmup", warmup), ("scene_threshold", scene_threshold)):
         if value is not None:
             kwargs[key] = value

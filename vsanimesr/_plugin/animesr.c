@@ -315,6 +315,15 @@ static const VSFrame *ring_get(UpscaleData *d, int n) {
     return NULL;
 }
 
+/* Py_None would be a data relocation that the loader resolves at dlopen time, so a Python-less host could not load
+ * the plugin; Py_BuildValue("") returns None through a lazily bound function instead. */
+static int is_none(PyObject *o) {
+    PyObject *none = Py_BuildValue("");
+    int same = o == none;
+    Py_XDECREF(none);
+    return same;
+}
+
 /* Runs the engine for frame n on the window (all references in r). Returns the new frame or NULL + err. */
 static VSFrame *run_engine(UpscaleData *d, int n, Request *r, VSCore *core, const VSAPI *vsapi, char *err,
                            size_t errlen) {
@@ -323,10 +332,22 @@ static VSFrame *run_engine(UpscaleData *d, int n, Request *r, VSCore *core, cons
         return NULL;
     }
     const VSFrame *src = r->frames[n - r->lo];
-    VSFrame *dst = NULL;
+    /* The engine writes straight into the new frame's planes (one device-to-host copy on CUDA, no temporary). */
+    VSFrame *dst = vsapi->newVideoFrame(&d->vi.format, d->vi.width, d->vi.height, src, core);
+    ptrdiff_t stride = vsapi->getStride(dst, 0);
     PyGILState_STATE gil = PyGILState_Ensure();
 
-    WindowObject *win = (WindowObject *)PyType_GenericAlloc(g_WindowType, 0);
+    PyObject *planes = PyTuple_New(3);
+    for (int p = 0; planes && p < 3; p++) {
+        PyObject *mv = PyMemoryView_FromMemory((char *)vsapi->getWritePtr(dst, p), (Py_ssize_t)stride * d->vi.height,
+                                               PyBUF_WRITE);
+        if (!mv) {
+            Py_CLEAR(planes);
+            break;
+        }
+        PyTuple_SetItem(planes, p, mv); /* steals mv */
+    }
+    WindowObject *win = planes ? (WindowObject *)PyType_GenericAlloc(g_WindowType, 0) : NULL;
     PyObject *result = NULL;
     if (win) {
         int count = r->hi - r->lo + 1;
@@ -335,47 +356,34 @@ static VSFrame *run_engine(UpscaleData *d, int n, Request *r, VSCore *core, cons
         win->frames = (const VSFrame **)calloc((size_t)count, sizeof(VSFrame *));
         for (int i = 0; win->frames && i < count; i++)
             win->frames[i] = vsapi->addFrameRef(r->frames[i]);
-        result = PyObject_CallMethod(d->bridge, "process", "iO", n, (PyObject *)win);
+        result = PyObject_CallMethod(d->bridge, "process", "iOOn", n, (PyObject *)win, planes, (Py_ssize_t)stride);
         Py_DECREF((PyObject *)win);
+    }
+    if (planes) { /* the views end here: Python must not reach the frame's memory after this call */
+        for (int p = 0; p < 3; p++) {
+            PyObject *ok = PyObject_CallMethod(PyTuple_GetItem(planes, p), "release", NULL);
+            if (ok)
+                Py_DECREF(ok);
+            else
+                PyErr_Clear();
+        }
+        Py_DECREF(planes);
     }
     if (!result) {
         char what[64];
         snprintf(what, sizeof what, "frame %d", n);
         fetch_python_error(err, errlen, what);
-        goto done;
-    }
-    if (PyUnicode_Check(result)) { /* the bridge formats engine exceptions into readable text */
+    } else if (PyUnicode_Check(result)) { /* the bridge formats engine exceptions into readable text */
         const char *msg = PyUnicode_AsUTF8AndSize(result, NULL);
         snprintf(err, errlen, "%s", msg ? msg : ERR_PREFIX "engine error (message not readable)");
         PyErr_Clear();
-        goto done;
+    } else if (!is_none(result)) {
+        snprintf(err, errlen, ERR_PREFIX "frame %d: the engine bridge returned a value instead of None", n);
     }
-    Py_buffer view;
-    if (PyObject_GetBuffer(result, &view, PyBUF_C_CONTIGUOUS | PyBUF_FORMAT) < 0) {
-        fetch_python_error(err, errlen, "engine result is not a contiguous buffer");
-        goto done;
+    if (err[0]) {
+        vsapi->freeFrame(dst);
+        dst = NULL;
     }
-    int bps = d->vi.format.bytesPerSample;
-    Py_ssize_t w = d->vi.width, h = d->vi.height;
-    if (view.itemsize != bps || view.len != 3 * w * h * bps) {
-        snprintf(err, errlen,
-                 ERR_PREFIX "frame %d: engine returned %zd bytes of %zd-byte samples, expected 3x%zdx%zd of %d", n,
-                 view.len, view.itemsize, h, w, bps);
-        PyBuffer_Release(&view);
-        goto done;
-    }
-    dst = vsapi->newVideoFrame(&d->vi.format, (int)w, (int)h, src, core);
-    Py_BEGIN_ALLOW_THREADS
-    for (int plane = 0; plane < 3; plane++) {
-        const uint8_t *s = (const uint8_t *)view.buf + (size_t)plane * w * h * bps;
-        uint8_t *p = vsapi->getWritePtr(dst, plane);
-        ptrdiff_t stride = vsapi->getStride(dst, plane);
-        size_t row = (size_t)w * bps;
-        for (Py_ssize_t y = 0; y < h; y++)
-            memcpy(p + y * stride, s + y * row, row);
-    }
-    Py_END_ALLOW_THREADS
-    PyBuffer_Release(&view);
 done:
     Py_XDECREF(result);
     PyGILState_Release(gil);
@@ -475,7 +483,8 @@ static PyObject *bridge_kwargs(const VSMap *in, const VSVideoInfo *vi, const cha
     if (!kw)
         return NULL;
     static const char *data_args[] = {"model", "device"};
-    static const char *int_args[] = {"fp16", "tile", "tile_overlap", "reset_interval", "warmup", "bf16", "compile"};
+    static const char *int_args[] = {"fp16",  "tile",    "tile_overlap", "reset_interval",
+                                     "warmup", "bf16", "compile",      "tf32"};
     static const char *float_args[] = {"scene_threshold", "outscale"};
     int err;
     for (size_t i = 0; i < sizeof data_args / sizeof *data_args; i++) {
@@ -673,6 +682,6 @@ VS_EXTERNAL_API(void) VapourSynthPluginInit2(VSPlugin *plugin, const VSPLUGINAPI
     vspapi->registerFunction("Upscale",
                              "clip:vnode;model:data:opt;device:data:opt;fp16:int:opt;tile:int:opt;"
                              "tile_overlap:int:opt;reset_interval:int:opt;warmup:int:opt;"
-                             "scene_threshold:float:opt;outscale:float:opt;bf16:int:opt;compile:int:opt;",
+                             "scene_threshold:float:opt;outscale:float:opt;bf16:int:opt;compile:int:opt;tf32:int:opt;",
                              "clip:vnode;", upscale_create, NULL, plugin);
 }

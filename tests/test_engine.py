@@ -174,6 +174,10 @@ def test_frame_planar_writes_into_strided_planes_and_half() -> None:
         assert (buf[..., 48:] == -1).all()  # nothing written past the row's end
     whole = sr.frame_planar(1, clip.__getitem__, 3, out_dtype=np.float16)
     assert whole.dtype == np.float16 and whole.flags.c_contiguous and whole.shape == (3, 32, 48)
+    with pytest.raises(ValueError, match=r"AnimeSR.frame_planar: out_dtype/out must be float32 or float16, got uint8"):
+        sr.frame_planar(1, clip.__getitem__, 3, out_dtype=np.uint8)
+    with pytest.raises(ValueError, match=r"AnimeSR.frame_planar: out must be three \(32, 48\) planes, got shapes"):
+        sr.frame_planar(1, clip.__getitem__, 3, out=[np.empty((32, 40), np.float32)] * 3)
 
 
 def test_uint8_and_float_inputs_agree() -> None:

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import importlib.util
 import os
+import sys
 from pathlib import Path
+from types import ModuleType
 
 import numpy as np
 import pytest
@@ -22,6 +25,15 @@ def shared_path(rel: str) -> Path:
     if not p.exists():
         pytest.skip(f"{p} is absent (../shared is only beside the developers' checkout)")
     return p
+
+
+def load_script(name: str) -> ModuleType:
+    """Import ``scripts/<name>.py`` (scripts are not a package) as module ``<name>_script``."""
+    spec = importlib.util.spec_from_file_location(f"{name}_script", REPO / "scripts" / f"{name}.py")
+    mod = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = mod  # dataclasses in the script look their module up here
+    spec.loader.exec_module(mod)
+    return mod
 
 
 @pytest.fixture(scope="session")

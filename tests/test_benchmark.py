@@ -3,25 +3,20 @@
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import re
-import sys
 import time
 from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import load_script
 
 REPO = Path(__file__).resolve().parents[1]
 
 
 @pytest.fixture(scope="module")
 def bench():
-    spec = importlib.util.spec_from_file_location("benchmark_script", REPO / "scripts" / "benchmark.py")
-    mod = importlib.util.module_from_spec(spec)
-    sys.modules["benchmark_script"] = mod
-    spec.loader.exec_module(mod)
-    return mod
+    return load_script("benchmark")
 
 
 def _has_vs_plugin() -> bool:

@@ -9,7 +9,6 @@ The test video (224x208, 24 fps, 150 frames) has, in order:
 from __future__ import annotations
 
 import csv
-import importlib.util
 import json
 import logging
 import math
@@ -21,7 +20,7 @@ import pytest
 av = pytest.importorskip("av")
 cv2 = pytest.importorskip("cv2")
 
-from conftest import shared_path  # noqa: E402
+from conftest import load_script, shared_path  # noqa: E402
 
 from training import clipselect as cs  # noqa: E402
 from training.scoring import NiqeScorer, SharpnessScorer, make_scorer  # noqa: E402
@@ -75,13 +74,6 @@ def video_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def stats(video_dir: Path) -> cs.FrameStats:
     cfg = cs.SelectConfig(clip_len=CLIP_LEN, score_every=5)
     return cs.analyze_video(video_dir / "episode.mp4", cfg, [NiqeScorer(), SharpnessScorer()])
-
-
-def _load_script():
-    spec = importlib.util.spec_from_file_location("build_dataset", REPO / "scripts" / "build_dataset.py")
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
 
 
 # ------------------------------------------------------------------------------------------ measures
@@ -175,7 +167,7 @@ def test_cut_clip_crosses_the_known_cut(stats: cs.FrameStats):
 
 
 def test_build_dataset_end_to_end_resume_and_corrupt(video_dir: Path, tmp_path: Path, caplog):
-    script = _load_script()
+    script = load_script("build_dataset")
     out = tmp_path / "clips"
     argv = [
         "--videos",
@@ -239,7 +231,7 @@ def test_demo_clip_cut_and_static_first_shot():
 
 
 def test_yaml_config_defaults_flags_win_and_unknown_keys(tmp_path: Path, capsys):
-    script = _load_script()
+    script = load_script("build_dataset")
     cfg_file = tmp_path / "select.yaml"
     cfg_file.write_text("clip_len: 40\nmin_motion: 1\nscorers: [sharpness]\nscorer_weights: {sharpness: 2}\n")
     args = script.parse_args(["--config", str(cfg_file), "--videos", "x", "--out", "y", "--clip-len", "20"])

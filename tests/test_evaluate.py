@@ -3,13 +3,12 @@
 from __future__ import annotations
 
 import csv
-import importlib.util
 import math
-import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import load_script
 from PIL import Image
 
 from vsanimesr.evaluation import (
@@ -24,14 +23,6 @@ from vsanimesr.evaluation import (
 )
 
 REPO = Path(__file__).resolve().parents[1]
-
-
-def _evaluate_module():
-    spec = importlib.util.spec_from_file_location("evaluate_script", REPO / "scripts" / "evaluate.py")
-    mod = importlib.util.module_from_spec(spec)
-    sys.modules["evaluate_script"] = mod
-    spec.loader.exec_module(mod)
-    return mod
 
 
 def _clip(t: int = 3, h: int = 24, w: int = 32, *, hr: bool = True, seed: int = 0) -> Clip:
@@ -113,7 +104,7 @@ def test_evaluate_script_end_to_end(tmp_path: Path, weights_v2: Path) -> None:
 
     real = write_clip_folder(make_synthetic_cartoon_clip(3, 24, 32, rng=np.random.default_rng(5)), tmp_path / "real")
     out = tmp_path / "out"
-    ev = _evaluate_module()
+    ev = load_script("evaluate")
     rc = ev.main(["--clips", str(real), "--synthetic", "1", "--synthetic-size", "32x24", "--synthetic-frames", "3",
                   "--models", "bicubic,v2", "--reset-interval", "2", "--warmup", "1", "--out", str(out)])  # fmt: skip
     assert rc == 0
@@ -150,7 +141,7 @@ def test_hr_clip_folder_becomes_a_synthetic_pair(tmp_path: Path) -> None:
     from training.synthetic import make_synthetic_cartoon_clip, write_clip_folder
 
     hr = write_clip_folder(make_synthetic_cartoon_clip(3, 100, 130, rng=np.random.default_rng(1)), tmp_path / "hr")
-    ev = _evaluate_module()
+    ev = load_script("evaluate")
     args = ev.build_parser().parse_args(["--hr-clips", str(hr), "--crop", "30x24", "--frames", "1:3"])
     (clip,) = ev.build_clips(args)
     assert clip.kind == "synthetic" and clip.lr.shape == (2, 24, 30, 3) and clip.hr.shape == (2, 96, 120, 3)
@@ -159,5 +150,5 @@ def test_hr_clip_folder_becomes_a_synthetic_pair(tmp_path: Path) -> None:
 def test_read_clip_orders_frames_naturally(tmp_path: Path) -> None:
     for i in (1, 2, 10):
         Image.fromarray(np.full((4, 4, 3), i, np.uint8)).save(tmp_path / f"{i}.png")
-    frames = _evaluate_module().read_clip(tmp_path, (0, None))
+    frames = load_script("evaluate").read_clip(tmp_path, (0, None))
     assert frames[:, 0, 0, 0].tolist() == [1, 2, 10]

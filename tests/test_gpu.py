@@ -16,6 +16,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from test_vs_plugin import clip_from, planes, smooth_frames
 
 from vsanimesr.engine import AnimeSR
 from vsanimesr.metrics import psnr
@@ -82,47 +83,32 @@ def test_cuda_random_access_is_bitwise_equal_to_sequential() -> None:
 
 @pytest.fixture(scope="module")
 def cuda_reference() -> dict[str, np.ndarray]:
-    frames = _frames(10, 16, 24)
-    return {"lr": frames, "sr": AnimeSR(device="cuda", reset_interval=4, warmup=2).upscale(frames)}
-
-
-def _clip(core, data: np.ndarray, fmt):  # noqa: ANN001, ANN202
-    vs = pytest.importorskip("vapoursynth")
-    blank = core.std.BlankClip(width=data.shape[2], height=data.shape[1], format=fmt, length=data.shape[0])
-
-    def fill(n: int, f: vs.VideoFrame) -> vs.VideoFrame:
-        f = f.copy()
-        for p in range(3):
-            np.asarray(f[p])[:] = data[n, :, :, p]
-        return f
-
-    return core.std.ModifyFrame(blank, blank, fill)
-
-
-def _planes(frame) -> np.ndarray:  # noqa: ANN001
-    return np.stack([np.asarray(frame[p]) for p in range(3)], -1)
+    """Planar (N, 3, H, W) test frames of test_vs_plugin and the CUDA engine's output for them."""
+    lr = smooth_frames()
+    sr = AnimeSR(device="cuda", reset_interval=4, warmup=2).upscale(lr.transpose(0, 2, 3, 1))
+    return {"lr": lr, "sr": sr.transpose(0, 3, 1, 2)}
 
 
 def test_filter_on_cuda_any_order_equals_engine(core, cuda_reference) -> None:  # noqa: ANN001
     vs = pytest.importorskip("vapoursynth")
     core.num_threads = 4
     lr, ref = cuda_reference["lr"], cuda_reference["sr"]
-    up = core.animesr.Upscale(_clip(core, lr, vs.RGBS), device="cuda", reset_interval=4, warmup=2)
+    up = core.animesr.Upscale(clip_from(core, lr, vs.RGBS), device="cuda", reset_interval=4, warmup=2)
     order = list(range(len(lr)))
     random.Random(5).shuffle(order)
     for n in order:
-        np.testing.assert_array_equal(_planes(up.get_frame(n)), ref[n], err_msg=f"frame {n}")
+        np.testing.assert_array_equal(planes(up.get_frame(n)), ref[n], err_msg=f"frame {n}")
 
 
 def test_filter_rgbh_computes_in_fp16_on_cuda(core, cuda_reference) -> None:  # noqa: ANN001
     vs = pytest.importorskip("vapoursynth")
     lr, ref = cuda_reference["lr"], cuda_reference["sr"]
-    up = core.animesr.Upscale(_clip(core, lr, vs.RGBH), device="cuda", reset_interval=4, warmup=2)
+    up = core.animesr.Upscale(clip_from(core, lr, vs.RGBH), device="cuda", reset_interval=4, warmup=2)
     assert up.format.id == vs.RGBH
-    out = np.stack([_planes(up.get_frame(n)).astype(np.float32) for n in range(len(lr))])
+    out = np.stack([planes(up.get_frame(n)).astype(np.float32) for n in range(len(lr))])
     assert psnr(np.clip(out, 0, 1), np.clip(ref, 0, 1)) > 38
-    both = core.animesr.Upscale(_clip(core, lr, vs.RGBS), device="cuda", fp16=1, reset_interval=4, warmup=2)
-    out16 = np.stack([_planes(both.get_frame(n)) for n in range(len(lr))])
+    both = core.animesr.Upscale(clip_from(core, lr, vs.RGBS), device="cuda", fp16=1, reset_interval=4, warmup=2)
+    out16 = np.stack([planes(both.get_frame(n)) for n in range(len(lr))])
     assert psnr(np.clip(out16, 0, 1), np.clip(ref, 0, 1)) > 40
 
 
@@ -135,17 +121,15 @@ def test_vspipe_on_cuda(core, cuda_reference, tmp_path: Path) -> None:  # noqa: 
     script = tmp_path / "gpu.vpy"
     script.write_text(
         "import sys\nimport numpy as np\nimport vapoursynth as vs\n"
-        f"sys.path.insert(0, {str(Path(__file__).parent)!r})\nfrom test_gpu import _clip\n"
+        f"sys.path.insert(0, {str(Path(__file__).parent)!r})\nfrom test_vs_plugin import clip_from\n"
         f"core = vs.core\ncore.num_threads = 4\ndata = np.load({str(tmp_path / 'lr.npy')!r})\n"
-        "core.animesr.Upscale(_clip(core, data, vs.RGBS), device='cuda', reset_interval=4, warmup=2).set_output()\n"
+        "core.animesr.Upscale(clip_from(core, data), device='cuda', reset_interval=4, warmup=2).set_output()\n"
     )
     out = tmp_path / "out.raw"
     proc = subprocess.run([str(vspipe), str(script), str(out)], capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr[-3000:]
     ref = cuda_reference["sr"]
-    n, h, w, _ = ref.shape
-    raw = np.fromfile(out, dtype=np.float32).reshape(n, 3, h, w)  # planes in G, B, R order
-    got = raw[:, [2, 0, 1]].transpose(0, 2, 3, 1)
+    got = np.fromfile(out, dtype=np.float32).reshape(ref.shape)[:, [2, 0, 1]]  # vspipe writes planes G, B, R
     np.testing.assert_allclose(got, ref, rtol=0, atol=1e-5)
 
 

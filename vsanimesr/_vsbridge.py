@@ -10,6 +10,7 @@ Users do not import this module; see :func:`vsanimesr.vs.upscale` and ``core.ani
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
 import threading
@@ -173,8 +174,6 @@ class Bridge:
     def _compute(self, k: int, window: Window, dst: list[np.ndarray]) -> None:
         # Each call from C may run on a fresh thread state, so the CUDA device is set here, every time (the engine
         # sets inference mode itself).
-        if self.device.type == "cuda":
-            with self._torch.cuda.device(self.device):
-                self.sr.frame_planar(k, window, self.num_frames, window.scene_change, out=dst)
-        else:
+        cuda = self.device.type == "cuda"
+        with self._torch.cuda.device(self.device) if cuda else contextlib.nullcontext():
             self.sr.frame_planar(k, window, self.num_frames, window.scene_change, out=dst)

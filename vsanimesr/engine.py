@@ -228,7 +228,7 @@ class AnimeSR:
         ``_SceneChangePrev``); None falls back to the detector.
         """
         out = self._frame_tensor(n, get_frame, num_frames, scene_change)
-        return _to_host(out.permute(1, 2, 0), None)
+        return _to_host(out.permute(1, 2, 0))
 
     def frame_planar(
         self,
@@ -248,21 +248,22 @@ class AnimeSR:
         """
         dtypes = [np.dtype(np.float32 if out_dtype is None else out_dtype)] if out is None else (
             [out.dtype] if isinstance(out, np.ndarray) else [p.dtype for p in out])
-        if any(d not in _TORCH_DTYPES for d in dtypes):
-            raise ValueError(f"AnimeSR.frame_planar: out_dtype/out must be float32 or float16, got {dtypes[0]}")
+        bad = [d for d in dtypes if d not in _TORCH_DTYPES]
+        if bad:
+            raise ValueError(f"AnimeSR.frame_planar: out_dtype/out must be float32 or float16, got {bad[0]}")
         t = self._frame_tensor(n, get_frame, num_frames, scene_change)
         if out is None:
             return _to_host(t, dtypes[0])
         if isinstance(out, np.ndarray):
             if out.shape != tuple(t.shape):
                 raise ValueError(f"AnimeSR.frame_planar: out must have shape {tuple(t.shape)}, got {out.shape}")
-            _to_host(t, out.dtype, out)
+            _to_host(t, dst=out)
             return None
         if [p.shape for p in out] != [tuple(t.shape[1:])] * 3:
             raise ValueError(f"AnimeSR.frame_planar: out must be three {tuple(t.shape[1:])} planes, "
                              f"got shapes {[p.shape for p in out]}")
         for plane, dst in zip(t, out, strict=True):
-            _to_host(plane, dst.dtype, dst)
+            _to_host(plane, dst=dst)
         return None
 
     def upscale(self, frames: np.ndarray | Sequence[FrameLike]) -> np.ndarray:
@@ -278,7 +279,7 @@ class AnimeSR:
             out = self._frame_tensor(n, frames.__getitem__, t, None).permute(1, 2, 0)
             if result is None:
                 result = np.empty((t, *out.shape), np.float32)
-            _to_host(out, result.dtype, result[n])
+            _to_host(out, dst=result[n])
         self.reset()
         assert result is not None
         return result
@@ -494,16 +495,15 @@ class _FrameFetcher:
         return t.to(eng.dtype)
 
 
-def _to_host(t: Tensor, dtype: np.dtype | None, dst: np.ndarray | None = None) -> np.ndarray:
-    """Copy ``t`` into ``dst`` (or a fresh array), converting to ``dtype`` on the tensor's device.
+def _to_host(t: Tensor, dtype: Any = np.float32, dst: np.ndarray | None = None) -> np.ndarray:
+    """Copy ``t`` into ``dst`` (in its dtype) or a fresh array of ``dtype``, converting on the tensor's device.
 
     One copy straight into the destination: fresh host memory is costly to touch (on an H200 the old path of
     ``.cpu()``, ``.astype()`` and a transposing stack held the engine at 17-19 frames/s at 640x360 in every precision;
     this one gives 29 in fp32 and 55 in fp16). The result never aliases the engine's output cache.
     """
-    if dtype is None:
-        dtype = np.dtype(np.float32)
-    src = t.to(_TORCH_DTYPES[np.dtype(dtype)])
+    dtype = np.dtype(dtype if dst is None else dst.dtype)
+    src = t.to(_TORCH_DTYPES[dtype])
     if dst is None:
         dst = np.empty(tuple(src.shape), dtype)
     if src.device.type == "cpu":

@@ -116,7 +116,7 @@ def test_slightly_out_of_order_requests_cost_no_extra_steps() -> None:
     for n in (0, 3, 1, 2, 7, 5, 4, 6, 11, 8, 10, 9):
         assert np.array_equal(sr.frame(n, clip.__getitem__, 12), ref[n]), n
     assert sr.steps == 12
-    with pytest.raises(ValueError, match="output_cache must be an integer >= 1, got 0"):
+    with pytest.raises(ValueError, match="AnimeSR: output_cache=0: must be an integer >= 1"):
         AnimeSR(device="cpu", output_cache=0)
 
 
@@ -138,6 +138,56 @@ def test_reset_interval_zero_is_one_linear_chain() -> None:
     with torch.inference_mode():
         ref = net.net.forward_sequence(torch.from_numpy(clip).permute(0, 3, 1, 2)[None])[0]
     np.testing.assert_allclose(out, ref.permute(0, 2, 3, 1).numpy(), atol=1e-6)
+
+
+def test_same_engine_never_serves_one_clips_frames_for_another() -> None:
+    """Issue 11: frame(3, clip_a) then frame(3, clip_b) on one engine returned clip A's frame for clip B."""
+    clip_a, clip_b = _smooth_clip(6, 8, 8, seed=1), _smooth_clip(6, 8, 8, seed=2)
+    ref_a = AnimeSR(device="cpu").upscale(clip_a)
+    ref_b = AnimeSR(device="cpu").upscale(clip_b)
+    sr = AnimeSR(device="cpu")
+    assert np.array_equal(sr.frame(3, clip_a.__getitem__, 6), ref_a[3])
+    assert np.array_equal(sr.frame(3, clip_b.__getitem__, 6), ref_b[3])
+    assert np.array_equal(sr.frame(3, clip_a.__getitem__, 6), ref_a[3])
+
+
+def test_sessions_and_whole_clip_calls_interleave_without_corrupting_each_other() -> None:
+    clip_a, clip_b = _smooth_clip(7, 8, 8, seed=3), _smooth_clip(7, 8, 8, seed=4)
+    ref_a = AnimeSR(device="cpu", reset_interval=4, warmup=1).upscale(clip_a)
+    ref_b = AnimeSR(device="cpu", reset_interval=4, warmup=1).upscale(clip_b)
+    sr = AnimeSR(device="cpu", reset_interval=4, warmup=1)
+    a, b = sr.open(clip_a.__getitem__, 7), sr.open(clip_b.__getitem__, 7)
+    stream_b = sr.stream(iter(clip_b))
+    for n in range(7):
+        assert np.array_equal(a.frame(n), ref_a[n]), n
+        assert np.array_equal(next(stream_b), ref_b[n]), n
+        if n == 3:  # a whole-clip call in the middle of both
+            assert np.array_equal(sr.upscale(clip_b), ref_b)
+        assert np.array_equal(b.frame(6 - n), ref_b[6 - n]), n
+    assert a.steps == 7 + 1  # one step per frame plus one warm-up step before the restart at 4
+
+
+def test_window_is_defined_once_by_the_options() -> None:
+    from vsanimesr.options import Options
+
+    o = Options(reset_interval=6, warmup=2)
+    assert o.window(8, 14) == (3, 9) and o.window(0, 14) == (0, 1) and o.window(13, 14) == (9, 13)
+    assert o.window_span == 6 + 2 + 2 == max(hi - lo + 1 for lo, hi in (o.window(n, 100) for n in range(100)))
+    assert o.restart_span == 2 + 3
+    assert Options(reset_interval=0).window(50, 60) == (0, 51)
+    sr = AnimeSR(o, device="cpu")
+    assert sr.window(8, 14) == o.window(8, 14) and sr.open(np.zeros((14, 4, 4, 3)).__getitem__, 14).window(8) == (3, 9)
+
+
+def test_models_of_another_scale_work_end_to_end(tmp_path: Path) -> None:
+    """A x2 checkpoint (training.train can export one) upscales x2; nothing downstream assumes 4."""
+    net = AnimeSRNet(num_feat=8, num_blocks=(1, 1, 1), scale=2)
+    path = tmp_path / "x2.pth"
+    torch.save(net.state_dict(), path)
+    sr = AnimeSR(model=str(path), device="cpu")
+    assert sr.scale == 2
+    clip = _smooth_clip(3, 6, 10)
+    assert sr.upscale(clip).shape == (3, 12, 20, 3)
 
 
 # --------------------------------------------------------------------------- sizes and tiling
@@ -217,9 +267,9 @@ def test_bf16_stays_close_to_fp32_and_keeps_the_state_in_fp32(conformance: dict)
     assert psnr(np.clip(out, 0, 1), np.clip(ref, 0, 1)) > 50
     clip = _smooth_clip(3, 8, 8)
     sr.frame(2, clip.__getitem__, 3)
-    chain = next(reversed(sr._chains.values()))
+    chain = next(reversed(sr._default._chains.values()))
     assert all(t.dtype == torch.float32 for t in chain.states + chain.outs)
-    with pytest.raises(ValueError, match="fp16=True and bf16=True"):
+    with pytest.raises(ValueError, match="AnimeSR: bf16=True: fp16 and bf16 exclude each other"):
         AnimeSR(device="cpu", fp16=True, bf16=True)
 
 
@@ -227,17 +277,17 @@ def test_bf16_stays_close_to_fp32_and_keeps_the_state_in_fp32(conformance: dict)
 
 
 def test_bad_arguments_name_argument_and_value() -> None:
-    with pytest.raises(ValueError, match=r"AnimeSR: model .* 'nope'"):
+    with pytest.raises(ValueError, match=r"AnimeSR: model='nope': must be 'v1', 'v2' or the path of a weight file"):
         AnimeSR(model="nope")
-    with pytest.raises(ValueError, match=r"tile must be an integer >= 0, got -1"):
+    with pytest.raises(ValueError, match=r"^AnimeSR: tile=-1: must be >= 0$"):
         AnimeSR(tile=-1)
-    with pytest.raises(ValueError, match=r"fp16=True needs a CUDA device"):
+    with pytest.raises(ValueError, match=r"AnimeSR: fp16=True: needs a CUDA device, got device='cpu'"):
         AnimeSR(device="cpu", fp16=True)
-    with pytest.raises(ValueError, match=r"device must be"):
+    with pytest.raises(ValueError, match=r"AnimeSR: device='tpu': must be 'auto', 'cpu', 'cuda' or 'cuda:N'"):
         AnimeSR(device="tpu")
-    with pytest.raises(ValueError, match=r"scene_threshold"):
+    with pytest.raises(ValueError, match=r"AnimeSR: scene_threshold=-1: must be >= 0"):
         AnimeSR(scene_threshold=-1)
-    with pytest.raises(ValueError, match=r"n must be in \[0, 2\], got 3"):
+    with pytest.raises(ValueError, match=r"n=3: must be a frame number in \[0, 2\]"):
         AnimeSR(device="cpu").frame(3, lambda k: np.zeros((4, 4, 3), np.float32), 3)
     with pytest.raises(ValueError, match=r"frames must have shape"):
         AnimeSR(device="cpu").upscale(np.zeros((2, 4, 4), np.float32))
@@ -245,7 +295,7 @@ def test_bad_arguments_name_argument_and_value() -> None:
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="this machine has CUDA")
 def test_cuda_without_cuda_is_a_clear_error() -> None:
-    with pytest.raises(ValueError, match=r"device='cuda' but CUDA is not available"):
+    with pytest.raises(ValueError, match=r"^AnimeSR: device='cuda': CUDA is not available"):
         AnimeSR(device="cuda")
 
 

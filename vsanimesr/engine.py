@@ -9,7 +9,11 @@ input frames alone:
   frames used by a step never cross a cut) and every ``reset_interval`` frames.
 * A periodic restart at ``P`` is led in by ``warmup`` steps on frames ``P - warmup .. P - 1`` (from a zero state,
   outputs discarded), so the restart is not visible. A cut inside the warm-up shortens it.
-* Frame ``n`` therefore reads at most input frames ``window(n)`` = ``[P - warmup - 1, n + 1]``.
+* Frame ``n`` therefore reads at most input frames ``window(n)`` = ``[P - warmup - 1, n + 1]``
+  (:meth:`vsanimesr.options.Options.window`, the one definition every layer asks).
+
+What is fixed (network, device, precision) is an :class:`AnimeSR`; what belongs to one clip (chains, caches, frame
+size, cuts) is a :class:`Session` from :meth:`AnimeSR.open`.
 
 Sequential use costs one network step per frame plus ``warmup`` steps per periodic restart; random access costs at
 most ``reset_interval + warmup`` steps. ``reset_interval=0`` and ``scene_threshold=0`` give the published behaviour:
@@ -20,8 +24,6 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import math
-import os
 import threading
 from collections import OrderedDict
 from collections.abc import Callable, Iterable, Iterator, Sequence
@@ -33,7 +35,14 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from vsanimesr.loader import load_model
+from vsanimesr.loader import WeightsError, load_model
+from vsanimesr.options import (
+    DEFAULT_RESET_INTERVAL,
+    DEFAULT_SCENE_THRESHOLD,
+    DEFAULT_WARMUP,
+    OptionError,
+    Options,
+)
 from vsanimesr.weights import resolve
 
 __all__ = [
@@ -41,39 +50,33 @@ __all__ = [
     "DEFAULT_SCENE_THRESHOLD",
     "DEFAULT_WARMUP",
     "AnimeSR",
+    "Options",
+    "Session",
     "resolve_device",
     "scene_metric",
 ]
 
 log = logging.getLogger("vsanimesr")
 
-DEFAULT_RESET_INTERVAL = 48
-"""Frames between periodic chain restarts (bounds the cost of a seek to ``reset_interval + warmup`` steps)."""
-DEFAULT_WARMUP = 4
-"""Discarded lead-in steps before each periodic restart (the output settles in about 5 frames from zero)."""
-DEFAULT_SCENE_THRESHOLD = 0.15
-"""Cut when :func:`scene_metric` of consecutive low-resolution frames exceeds this (see the function for data)."""
-
-
 FrameLike = Any  # (H, W, 3) array, or a sequence of 3 planes (R, G, B) each (H, W)
 
 
 def resolve_device(device: str | torch.device) -> torch.device:
-    """Map ``auto``/``cpu``/``cuda``/``cuda:N`` to a torch device, with a clear error when CUDA is missing."""
+    """Map ``auto``/``cpu``/``cuda``/``cuda:N`` to a torch device; an :class:`OptionError` names what is wrong."""
     name = str(device)
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     try:
         dev = torch.device(name)
-    except (RuntimeError, TypeError) as e:
-        raise ValueError(f"AnimeSR: device must be 'auto', 'cpu', 'cuda' or 'cuda:N', got {device!r}") from e
+    except (RuntimeError, TypeError):
+        dev = None
+    if dev is None or dev.type not in ("cpu", "cuda"):
+        raise OptionError("device", name, "must be 'auto', 'cpu', 'cuda' or 'cuda:N'")
     if dev.type == "cuda":
         if not torch.cuda.is_available():
-            raise ValueError(f"AnimeSR: device={name!r} but CUDA is not available (torch {torch.__version__})")
+            raise OptionError("device", name, f"CUDA is not available (torch {torch.__version__})")
         if dev.index is not None and dev.index >= torch.cuda.device_count():
-            raise ValueError(f"AnimeSR: device={name!r} but only {torch.cuda.device_count()} CUDA device(s) exist")
-    elif dev.type != "cpu":
-        raise ValueError(f"AnimeSR: device must be 'auto', 'cpu', 'cuda' or 'cuda:N', got {device!r}")
+            raise OptionError("device", name, f"only {torch.cuda.device_count()} CUDA device(s) exist")
     return dev
 
 
@@ -104,191 +107,164 @@ class _Chain:
     states: list[Tensor]  # hidden state, one per tile
 
 
-class AnimeSR:
-    """AnimeSR x4 upscaler for whole clips, streams and random access with deterministic recurrence.
+GetFrame = Callable[[int], FrameLike]
+SceneChange = Callable[[int], "bool | None"]
 
-    Args:
-        model: ``"v1"``, ``"v2"`` or a path to a weight file (``.pth`` / ``.safetensors``).
-        device: ``"auto"`` (CUDA if available), ``"cpu"``, ``"cuda"`` or ``"cuda:N"``.
-        fp16: half-precision compute; CUDA only (the CPU has no fast, accurate fp16 convolutions).
-        tile: tile size in low-resolution pixels (0 = whole frame); each tile keeps its own recurrent state.
-        tile_overlap: context added on each side of a tile (low-resolution pixels).
-        reset_interval: frames between periodic chain restarts; 0 = never. None = :data:`DEFAULT_RESET_INTERVAL`.
-        warmup: lead-in steps before each periodic restart. None = :data:`DEFAULT_WARMUP`.
-        scene_threshold: cut detector threshold (see :func:`scene_metric`); 0 disables it. None = default.
-        compile: run the network through ``torch.compile`` (faster after a slow first call).
-        bf16: bfloat16 autocast for the convolutions (about 2x on CPUs with AVX512-BF16/AMX; the recurrent state and
-            the output stay float32). Not bit-compatible with fp32: see the README for the measured drift.
-        channels_last: memory format for the network; None = on for CPU and CUDA.
-        tf32: let fp32 convolutions on CUDA use TF32 tensor cores (faster; measured max error vs the CPU up to 2.5e-2
-            with v1). Off by default: fp32 means IEEE fp32, matching the CPU to about 1e-5.
-        output_cache: recent outputs kept, so that requests arriving slightly out of order (VapourSynth delivers
-            them so) are served without recomputing; a request ahead of the chain computes the frames between.
+
+class AnimeSR:
+    """AnimeSR upscaler: one network on one device, shared by any number of clips (see :meth:`open`).
+
+    Pass an :class:`~vsanimesr.options.Options`, or its fields as keywords (``AnimeSR(device="cpu", tile=256)``), or
+    both (keywords override). What belongs to one clip (recurrent chains, caches, frame size, cuts) lives in a
+    :class:`Session`; :meth:`upscale` and :meth:`stream` open their own, so they never see another clip's state.
+
+    Engine-only keywords: ``channels_last`` (memory format; None = on) and ``output_cache`` (recent outputs each
+    session keeps, so requests arriving slightly out of order, as VapourSynth sends them, cost no recomputation).
     """
 
     def __init__(
         self,
-        model: str | os.PathLike[str] = "v2",
-        device: str | torch.device = "auto",
-        fp16: bool = False,
-        tile: int = 0,
-        tile_overlap: int = 16,
-        reset_interval: int | None = None,
-        warmup: int | None = None,
-        scene_threshold: float | None = None,
+        options: Options | None = None,
+        /,
         *,
-        compile: bool = False,
-        bf16: bool = False,
         channels_last: bool | None = None,
         output_cache: int = 4,
-        tf32: bool = False,
+        **kwargs: Any,
     ) -> None:
-        if fp16 and bf16:
-            raise ValueError("AnimeSR: fp16=True and bf16=True exclude each other; pick one")
-        self.device = resolve_device(device)
-        if fp16 and self.device.type != "cuda":
-            raise ValueError(
-                f"AnimeSR: fp16=True needs a CUDA device, got device={str(self.device)!r} "
-                "(on the CPU use fp16=False; the VapourSynth filter still accepts RGBH there)"
-            )
-        self.fp16 = bool(fp16)
-        self.bf16 = bool(bf16)
-        self.tf32 = bool(tf32)
-        self.dtype = torch.float16 if self.fp16 else torch.float32
-        for name, value in (("tile", tile), ("tile_overlap", tile_overlap)):
-            if not isinstance(value, int) or isinstance(value, bool) or value < 0:
-                raise ValueError(f"AnimeSR: {name} must be an integer >= 0, got {value!r}")
-        # Tiles and overlaps are kept on the network's 4-pixel grid so that every tile is a valid input size.
-        self.tile = _round_up(tile, 4)
-        self.tile_overlap = _round_up(tile_overlap, 4)
-        self.reset_interval = DEFAULT_RESET_INTERVAL if reset_interval is None else reset_interval
-        self.warmup = DEFAULT_WARMUP if warmup is None else warmup
-        self.scene_threshold = DEFAULT_SCENE_THRESHOLD if scene_threshold is None else float(scene_threshold)
-        for name, value in (("reset_interval", self.reset_interval), ("warmup", self.warmup)):
-            if not isinstance(value, int) or isinstance(value, bool) or value < 0:
-                raise ValueError(f"AnimeSR: {name} must be an integer >= 0, got {value!r}")
+        try:
+            opts = (options or Options()).replace(**kwargs) if kwargs else (options or Options())
+        except TypeError as e:  # an unknown keyword
+            raise TypeError(f"AnimeSR: {e}") from None
+        except OptionError as e:
+            raise e.prefixed("AnimeSR") from None
+        if opts.fp16 and opts.bf16:
+            raise OptionError("bf16", True, "fp16 and bf16 exclude each other; pick one").prefixed("AnimeSR")
+        try:
+            self.device = resolve_device(opts.device)
+        except OptionError as e:
+            raise e.prefixed("AnimeSR") from None
+        if opts.fp16 and self.device.type != "cuda":
+            raise OptionError(
+                "fp16", True, f"needs a CUDA device, got device={str(self.device)!r} (the VapourSynth filter still "
+                "accepts RGBH on the CPU, computing in fp32)"
+            ).prefixed("AnimeSR")
         if not isinstance(output_cache, int) or isinstance(output_cache, bool) or output_cache < 1:
-            raise ValueError(f"AnimeSR: output_cache must be an integer >= 1, got {output_cache!r}")
+            raise OptionError("output_cache", output_cache, "must be an integer >= 1").prefixed("AnimeSR")
+        self.options = opts
         self.output_cache = output_cache
-        if not math.isfinite(self.scene_threshold) or self.scene_threshold < 0:
-            raise ValueError(f"AnimeSR: scene_threshold must be a finite number >= 0, got {scene_threshold!r}")
+        self.fp16, self.bf16 = bool(opts.fp16), opts.bf16
+        self.tf32 = opts.tf32 and self.device.type == "cuda"
+        self.dtype = torch.float16 if self.fp16 else torch.float32
+        # Tiles and overlaps are kept on the network's 4-pixel grid so that every tile is a valid input size.
+        self.tile = _round_up(opts.tile, 4)
+        self.tile_overlap = _round_up(opts.tile_overlap, 4)
+        self.reset_interval, self.warmup, self.scene_threshold = opts.reset_interval, opts.warmup, opts.scene_threshold
 
         try:
-            self.model_path = resolve(model)
+            self.model_path = resolve(opts.model)
         except ValueError as e:
-            raise ValueError(
-                f"AnimeSR: model must be 'v1', 'v2' or the path of a weight file, got {str(model)!r}"
-            ) from e
-        net = load_model(self.model_path)
-        self.scale = net.scale
+            raise OptionError("model", opts.model, "must be 'v1', 'v2' or the path of a weight file").prefixed(
+                "AnimeSR") from e
+        try:
+            net = load_model(self.model_path)
+        except WeightsError as e:
+            raise OptionError("model", opts.model, str(e)).prefixed("AnimeSR") from e
+        self.scale: int = net.scale
+        """The model's own upscaling factor (4 for the published models)."""
         self.channels_last = (self.device.type in ("cpu", "cuda")) if channels_last is None else channels_last
         net = net.to(self.device, self.dtype)
         if self.channels_last:
             net = net.to(memory_format=torch.channels_last)
         self.net = net
         self._step_fn: Callable[[Tensor, Tensor, Tensor], tuple[Tensor, Tensor]] = net
-        if compile:
+        if opts.compile:
             self._step_fn = torch.compile(net, dynamic=False)
         self.steps = 0
-        """Network steps executed so far (a step = one frame through the network, all tiles)."""
-        self.reset()
+        """Network steps executed so far by all sessions (a step = one frame through the network, all tiles)."""
+        self._steps_lock = threading.Lock()
+        self._default: Session | None = None
+        self._default_lock = threading.Lock()
 
-    # ------------------------------------------------------------------ public API
+    @property
+    def precision(self) -> str:
+        """What the convolutions compute in: ``fp32``, ``tf32`` (CUDA), ``fp16`` (CUDA) or ``bf16``."""
+        return "fp16" if self.fp16 else "bf16" if self.bf16 else "tf32" if self.tf32 else "fp32"
 
-    def reset(self) -> None:
-        """Forget the recurrent state and every cache (call it before reusing the engine on another clip)."""
-        # Recent chains by start frame: requests that arrive out of order across a restart point (VapourSynth
-        # sends frame n + 4 while n is still running) resume their own chain instead of rebuilding the other one.
-        self._chains: OrderedDict[int, _Chain] = OrderedDict()
-        self._outputs: OrderedDict[int, Tensor] = OrderedDict()
-        self._cuts: dict[int, bool] = {}
-        self._frames: OrderedDict[int, Tensor] = OrderedDict()
-        self._size: tuple[int, int] | None = None  # (H, W) of the clip's frames before padding
+    def describe(self) -> str:
+        """One line for logs: model, device, backend, precision and recurrence settings."""
+        o = self.options
+        return (f"model={o.model} (x{self.scale}) device={self.device} backend={o.backend} precision={self.precision}"
+                f" tile={self.tile} reset_interval={o.reset_interval} warmup={o.warmup}"
+                f" scene_threshold={o.scene_threshold:g}")
 
-    def window(self, n: int, num_frames: int) -> tuple[int, int]:
-        """Inclusive range of input frame indices that the output of frame ``n`` may depend on."""
-        self._check_index(n, num_frames, "window")
-        return max(0, self.period(n) - self.warmup - 1), min(num_frames - 1, n + 1)
+    # ------------------------------------------------------------------ clips
 
-    def period(self, n: int) -> int:
-        """The periodic restart point at or before frame ``n`` (0 when ``reset_interval`` is 0)."""
-        return (n // self.reset_interval) * self.reset_interval if self.reset_interval else 0
+    def open(
+        self,
+        get_frame: GetFrame,
+        num_frames: int,
+        scene_change: SceneChange | None = None,
+        *,
+        output_cache: int | None = None,
+    ) -> Session:
+        """Start upscaling one clip: ``get_frame(k)`` returns input frame ``k`` (see :meth:`Session.frame`).
+
+        ``scene_change(k)`` may report a known cut before frame ``k`` (e.g. VapourSynth's ``_SceneChangePrev``);
+        None (or a None answer) falls back to the detector. The session owns all per-clip state, so any number
+        of clips can be open on one engine at once.
+        """
+        return Session(self, get_frame, num_frames, scene_change,
+                       output_cache=self.output_cache if output_cache is None else output_cache)
 
     def frame(
-        self,
-        n: int,
-        get_frame: Callable[[int], FrameLike],
-        num_frames: int,
-        scene_change: Callable[[int], bool | None] | None = None,
+        self, n: int, get_frame: GetFrame, num_frames: int, scene_change: SceneChange | None = None
     ) -> np.ndarray:
-        """Random access: the (4H, 4W, 3) float32 output of frame ``n``; equals ``upscale(all frames)[n]``.
+        """Random access without an explicit session: the (sH, sW, 3) float32 output of frame ``n``.
 
-        ``get_frame(k)`` returns input frame ``k`` as an (H, W, 3) array (uint8, or float in [0, 1]) or as three
-        (H, W) planes R, G, B. ``scene_change(k)`` may report a known cut before frame ``k`` (e.g. VapourSynth's
-        ``_SceneChangePrev``); None falls back to the detector.
+        The engine keeps one session for the last ``(get_frame, num_frames, scene_change)`` it saw (compared by
+        equality, so ``clip.__getitem__`` of the same object matches); other arguments start a new session, so
+        another clip can never be served this clip's cached frames. Use :meth:`open` to hold several clips.
         """
-        out = self._frame_tensor(n, get_frame, num_frames, scene_change)
-        return _to_host(out.permute(1, 2, 0))
+        return self._session_for(get_frame, num_frames, scene_change).frame(n)
 
     def frame_planar(
         self,
         n: int,
-        get_frame: Callable[[int], FrameLike],
+        get_frame: GetFrame,
         num_frames: int,
-        scene_change: Callable[[int], bool | None] | None = None,
+        scene_change: SceneChange | None = None,
         *,
         out_dtype: Any = None,
         out: np.ndarray | Sequence[np.ndarray] | None = None,
     ) -> np.ndarray | None:
-        """As :meth:`frame` but planar (3, 4H, 4W) float32 (or ``out_dtype``): the VapourSynth path.
-
-        ``out`` (an array of that shape, or three (4H, 4W) plane arrays that may have row padding, e.g. a
-        VapourSynth frame's planes) receives the result directly and None is returned: on CUDA that is one copy from
-        the GPU into the caller's memory instead of a fresh array plus another copy.
-        """
-        dtypes = [np.dtype(np.float32 if out_dtype is None else out_dtype)] if out is None else (
-            [out.dtype] if isinstance(out, np.ndarray) else [p.dtype for p in out])
-        bad = [d for d in dtypes if d not in _TORCH_DTYPES]
-        if bad:
-            raise ValueError(f"AnimeSR.frame_planar: out_dtype/out must be float32 or float16, got {bad[0]}")
-        t = self._frame_tensor(n, get_frame, num_frames, scene_change)
-        if out is None:
-            return _to_host(t, dtypes[0])
-        if isinstance(out, np.ndarray):
-            if out.shape != tuple(t.shape):
-                raise ValueError(f"AnimeSR.frame_planar: out must have shape {tuple(t.shape)}, got {out.shape}")
-            _to_host(t, dst=out)
-            return None
-        if [p.shape for p in out] != [tuple(t.shape[1:])] * 3:
-            raise ValueError(f"AnimeSR.frame_planar: out must be three {tuple(t.shape[1:])} planes, "
-                             f"got shapes {[p.shape for p in out]}")
-        for plane, dst in zip(t, out, strict=True):
-            _to_host(plane, dst=dst)
-        return None
+        """As :meth:`frame` but planar; see :meth:`Session.frame_planar`."""
+        return self._session_for(get_frame, num_frames, scene_change).frame_planar(n, out_dtype=out_dtype, out=out)
 
     def upscale(self, frames: np.ndarray | Sequence[FrameLike]) -> np.ndarray:
-        """Upscale a whole clip: (T, H, W, 3) uint8 or float in [0, 1] -> (T, 4H, 4W, 3) float32, unclamped."""
+        """Upscale a whole clip: (T, H, W, 3) uint8 or float in [0, 1] -> (T, sH, sW, 3) float32, unclamped."""
         if isinstance(frames, np.ndarray) and (frames.ndim != 4 or frames.shape[-1] != 3):
             raise ValueError(f"AnimeSR.upscale: frames must have shape (T, H, W, 3), got {frames.shape}")
         t = len(frames)
         if t == 0:
             raise ValueError("AnimeSR.upscale: frames is empty")
-        self.reset()
+        session = self.open(frames.__getitem__, t)
         result: np.ndarray | None = None
         for n in range(t):
-            out = self._frame_tensor(n, frames.__getitem__, t, None).permute(1, 2, 0)
+            out = session.tensor(n).permute(1, 2, 0)
             if result is None:
                 result = np.empty((t, *out.shape), np.float32)
             _to_host(out, dst=result[n])
-        self.reset()
         assert result is not None
         return result
 
     def stream(self, frames: Iterable[FrameLike]) -> Iterator[np.ndarray]:
-        """Upscale frames as they arrive (one step per frame, one frame of look-ahead); yields (4H, 4W, 3) float32."""
-        self.reset()
-        keep = self.warmup + 4  # a periodic restart at n re-reads frames n - warmup - 1 .. n + 1
+        """Upscale frames as they arrive (one step per frame, one frame of look-ahead); yields (sH, sW, 3) float32.
+
+        Only :attr:`Options.restart_span` input frames are held at a time.
+        """
+        keep = self.options.restart_span
         buf: OrderedDict[int, FrameLike] = OrderedDict()
+        session = self.open(buf.__getitem__, 1)
         it = iter(frames)
         n_read = 0
         for n in range(1 << 62):
@@ -302,106 +278,59 @@ class AnimeSR:
                     buf.popitem(last=False)
             if n >= n_read:
                 break
-            yield self.frame(n, buf.__getitem__, n_read)
-        self.reset()
+            session.num_frames = n_read  # known up to n + 1: enough to tell whether frame n has a next neighbour
+            yield session.frame(n)
 
-    # ------------------------------------------------------------------ recurrence
+    def reset(self) -> None:
+        """Forget the session that :meth:`frame` / :meth:`frame_planar` keep (sessions from :meth:`open` are
+        unaffected)."""
+        with self._default_lock:
+            self._default = None
 
-    def _frame_tensor(
-        self,
-        n: int,
-        get_frame: Callable[[int], FrameLike],
-        num_frames: int,
-        scene_change: Callable[[int], bool | None] | None,
-    ) -> Tensor:
-        self._check_index(n, num_frames, "frame")
-        cached = self._outputs.get(n)
-        if cached is not None:
-            return cached
-        with torch.inference_mode():
-            fetch = _FrameFetcher(self, get_frame)
-            start = self._chain_start(n, fetch, scene_change)
-            chain = self._chains.pop(start, None)
-            if chain is None or not (start <= chain.pos < n):
-                chain = self._new_chain(start, max(start, self.period(n)), fetch)
-            while chain.pos < n:
-                k = chain.pos + 1
-                self._step(chain, k, fetch, num_frames, scene_change)
-            self._chains[start] = chain
-            while len(self._chains) > _MAX_CHAINS:
-                self._chains.popitem(last=False)
-            out = self._outputs[n]
-            self._frames = fetch.keep_recent(self.warmup + 3)
-        return out
+    def window(self, n: int, num_frames: int) -> tuple[int, int]:
+        """Inclusive range of input frames that output frame ``n`` may depend on (:meth:`Options.window`)."""
+        return self.options.window(n, num_frames)
 
-    def _chain_start(self, n: int, fetch: _FrameFetcher, scene_change: Callable[[int], bool | None] | None) -> int:
-        lead = max(self.period(n) - self.warmup, 0)
-        for k in range(n, lead, -1):  # the latest cut in (lead, n] starts the chain itself
-            if self._is_cut(k, fetch, scene_change):
-                return k
-        return lead
+    def period(self, n: int) -> int:
+        """The periodic restart point at or before frame ``n`` (:meth:`Options.period`)."""
+        return self.options.period(n)
 
-    def _is_cut(self, k: int, fetch: _FrameFetcher, scene_change: Callable[[int], bool | None] | None) -> bool:
-        if k <= 0:
-            return False
-        known = self._cuts.get(k)
-        if known is not None:
-            return known
-        flag = scene_change(k) if scene_change is not None else None
-        if flag is None:
-            flag = self.scene_threshold > 0 and scene_metric(fetch(k - 1), fetch(k)) > self.scene_threshold
-        self._cuts[k] = bool(flag)
-        return bool(flag)
+    # ------------------------------------------------------------------ network steps (shared by sessions)
 
-    def _new_chain(self, start: int, serve_from: int, fetch: _FrameFetcher) -> _Chain:
-        cur = fetch(start)
-        tiles = self._tiles(cur.shape[-2], cur.shape[-1])
+    def _session_for(self, get_frame: GetFrame, num_frames: int, scene_change: SceneChange | None) -> Session:
+        with self._default_lock:
+            s = self._default
+            if s is None or (s.get_frame, s.num_frames, s.scene_change) != (get_frame, num_frames, scene_change):
+                s = self._default = self.open(get_frame, num_frames, scene_change)
+            return s
+
+    def _initial_state(self, cur: Tensor) -> tuple[list[Tensor], list[Tensor]]:
         outs, states = [], []
-        for y0, y1, x0, x1, *_ in tiles:
-            frames9 = cur.new_zeros(1, 9, y1 - y0, x1 - x0)
-            o, s = self.net.init_state(frames9)
+        for y0, y1, x0, x1, *_ in self._tiles(cur.shape[-2], cur.shape[-1]):
+            o, s = self.net.init_state(cur.new_zeros(1, 9, y1 - y0, x1 - x0))
             outs.append(self._fmt(o))
             states.append(self._fmt(s))
-        log.debug("AnimeSR: new chain at frame %d (outputs final from %d)", start, serve_from)
-        return _Chain(start=start, serve_from=serve_from, pos=start - 1, outs=outs, states=states)
+        return outs, states
 
-    def _step(
-        self,
-        chain: _Chain,
-        k: int,
-        fetch: _FrameFetcher,
-        num_frames: int,
-        scene_change: Callable[[int], bool | None] | None,
-    ) -> None:
-        # Neighbours never cross a cut; the clip's ends repeat the edge frame.
-        prev_i = k - 1 if k > 0 and not self._is_cut(k, fetch, scene_change) else k
-        next_i = k + 1 if k + 1 < num_frames and not self._is_cut(k + 1, fetch, scene_change) else k
-        cur = fetch(k)
-        frames9 = torch.cat([fetch(prev_i), cur, fetch(next_i)], dim=0)[None]
-        s = self.scale
-        tiles = self._tiles(*cur.shape[-2:])
+    def _run_step(self, chain: _Chain, frames9: Tensor) -> Tensor:
+        """One network step on every tile: updates the chain's per-tile state, returns the (1, 3, sH', sW') output."""
         with _cudnn_tf32(self.tf32 if self.device.type == "cuda" else None), \
                 torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.bf16):
-            full = self._run_tiles(chain, frames9, tiles, cur)
-        chain.pos = k
-        self.steps += 1
-        if k < chain.serve_from:
-            return  # warm-up output: belongs to the previous chain's frame, never shown
-        ph, pw = self._size  # type: ignore[misc]
-        self._outputs[k] = full[0, :, : ph * s, : pw * s].float().contiguous()
-        while len(self._outputs) > self.output_cache:
-            self._outputs.popitem(last=False)
+            full = self._run_tiles(chain, frames9)
+        with self._steps_lock:
+            self.steps += 1
+        return full
 
-    def _run_tiles(self, chain: _Chain, frames9: Tensor, tiles: list[tuple[int, ...]], cur: Tensor) -> Tensor:
-        """One network step on every tile; updates the chain's per-tile state and returns the full output."""
-        h, w = cur.shape[-2:]
+    def _run_tiles(self, chain: _Chain, frames9: Tensor) -> Tensor:
+        h, w = frames9.shape[-2:]
         s = self.scale
+        tiles = self._tiles(h, w)
         if len(tiles) == 1:
             out, chain.states[0] = self._step_fn(self._fmt(frames9), chain.outs[0], chain.states[0])
             chain.outs[0] = out
             full = out
         else:
-            full = cur.new_empty(1, 3, h * s, w * s)
+            full = frames9.new_empty(1, 3, h * s, w * s)
             for i, (y0, y1, x0, x1, cy0, cy1, cx0, cx1) in enumerate(tiles):
                 out, chain.states[i] = self._step_fn(
                     self._fmt(frames9[:, :, y0:y1, x0:x1]), chain.outs[i], chain.states[i]
@@ -414,8 +343,6 @@ class AnimeSR:
             chain.outs = [self._fmt(o) for o in chain.outs]
             chain.states = [self._fmt(st) for st in chain.states]
         return full
-
-    # ------------------------------------------------------------------ helpers
 
     def _fmt(self, x: Tensor) -> Tensor:
         x = x.to(self.device, self.dtype)
@@ -434,38 +361,161 @@ class AnimeSR:
                 boxes.append((max(cy0 - o, 0), min(cy1 + o, h), max(cx0 - o, 0), min(cx1 + o, w), cy0, cy1, cx0, cx1))
         return boxes
 
-    @staticmethod
-    def _check_index(n: int, num_frames: int, func: str) -> None:
-        if not isinstance(num_frames, int) or num_frames < 1:
-            raise ValueError(f"AnimeSR.{func}: num_frames must be a positive integer, got {num_frames!r}")
-        if not isinstance(n, int) or not 0 <= n < num_frames:
-            raise ValueError(f"AnimeSR.{func}: n must be in [0, {num_frames - 1}], got {n!r}")
 
+class Session:
+    """One clip on one engine: its recurrent chains, output cache, cut decisions and frame size.
 
-class _FrameFetcher:
-    """Converts, pads and memoises input frames for one request (plus a few kept from the previous request)."""
+    Output frame ``n`` is a function of input frames :meth:`window` ``(n)`` alone, whatever order frames are asked
+    in. Requests are serialised by a lock, so VapourSynth may call from several threads. Made by
+    :meth:`AnimeSR.open`.
+    """
 
-    def __init__(self, engine: AnimeSR, get_frame: Callable[[int], FrameLike]) -> None:
+    def __init__(
+        self,
+        engine: AnimeSR,
+        get_frame: GetFrame,
+        num_frames: int,
+        scene_change: SceneChange | None,
+        *,
+        output_cache: int,
+    ) -> None:
+        engine.options.window(0, num_frames)  # validates num_frames
+        if not isinstance(output_cache, int) or isinstance(output_cache, bool) or output_cache < 1:
+            raise OptionError("output_cache", output_cache, "must be an integer >= 1").prefixed("AnimeSR.open")
         self.engine = engine
         self.get_frame = get_frame
-        self.cache: OrderedDict[int, Tensor] = OrderedDict(engine._frames)
+        self.num_frames = num_frames
+        self.scene_change = scene_change
+        self.output_cache = output_cache
+        self.steps = 0
+        """Network steps this session ran (sequential access: one per frame plus warm-up at restarts)."""
+        self._lock = threading.RLock()
+        # Recent chains by start frame: requests that arrive out of order across a restart point (VapourSynth
+        # sends frame n + 4 while n is still running) resume their own chain instead of rebuilding the other one.
+        self._chains: OrderedDict[int, _Chain] = OrderedDict()
+        self._outputs: OrderedDict[int, Tensor] = OrderedDict()
+        self._cuts: dict[int, bool] = {}
+        self._inputs: OrderedDict[int, Tensor] = OrderedDict()  # converted, padded input frames
+        self._size: tuple[int, int] | None = None  # (H, W) of the clip's frames before padding
 
-    def __call__(self, k: int) -> Tensor:
-        x = self.cache.get(k)
+    def window(self, n: int) -> tuple[int, int]:
+        """Inclusive range of input frames that output frame ``n`` may depend on."""
+        return self.engine.options.window(n, self.num_frames)
+
+    def frame(self, n: int) -> np.ndarray:
+        """The (sH, sW, 3) float32 output of frame ``n`` (unclamped; equals ``engine.upscale(all frames)[n]``).
+
+        ``get_frame(k)`` returns input frame ``k`` as an (H, W, 3) array (uint8, or float in [0, 1]) or as three
+        (H, W) planes R, G, B.
+        """
+        return _to_host(self.tensor(n).permute(1, 2, 0))
+
+    def frame_planar(
+        self, n: int, *, out_dtype: Any = None, out: np.ndarray | Sequence[np.ndarray] | None = None
+    ) -> np.ndarray | None:
+        """As :meth:`frame` but planar (3, sH, sW) float32 (or ``out_dtype``): the VapourSynth path.
+
+        ``out`` (an array of that shape, or three (sH, sW) plane arrays that may have row padding, e.g. a
+        VapourSynth frame's planes) receives the result directly and None is returned: on CUDA that is one copy from
+        the GPU into the caller's memory instead of a fresh array plus another copy.
+        """
+        dtypes = [np.dtype(np.float32 if out_dtype is None else out_dtype)] if out is None else (
+            [out.dtype] if isinstance(out, np.ndarray) else [p.dtype for p in out])
+        bad = [d for d in dtypes if d not in _TORCH_DTYPES]
+        if bad:
+            raise ValueError(f"AnimeSR.frame_planar: out_dtype/out must be float32 or float16, got {bad[0]}")
+        t = self.tensor(n)
+        if out is None:
+            return _to_host(t, dtypes[0])
+        if isinstance(out, np.ndarray):
+            if out.shape != tuple(t.shape):
+                raise ValueError(f"AnimeSR.frame_planar: out must have shape {tuple(t.shape)}, got {out.shape}")
+            _to_host(t, dst=out)
+            return None
+        if [p.shape for p in out] != [tuple(t.shape[1:])] * 3:
+            raise ValueError(f"AnimeSR.frame_planar: out must be three {tuple(t.shape[1:])} planes, "
+                             f"got shapes {[p.shape for p in out]}")
+        for plane, dst in zip(t, out, strict=True):
+            _to_host(plane, dst=dst)
+        return None
+
+    def tensor(self, n: int) -> Tensor:
+        """The (3, sH, sW) float32 output of frame ``n`` on the engine's device (shared with the cache: read only)."""
+        opts = self.engine.options
+        opts.window(n, self.num_frames)  # validates n
+        with self._lock:
+            cached = self._outputs.get(n)
+            if cached is not None:
+                return cached
+            with torch.inference_mode():
+                start = self._chain_start(n)
+                # Popped while it advances: a step that fails leaves no half-advanced chain behind.
+                chain = self._chains.pop(start, None)
+                if chain is None or not (start <= chain.pos < n):
+                    chain = self._new_chain(start, max(start, opts.period(n)))
+                while chain.pos < n:
+                    self._step(chain, chain.pos + 1)
+                self._chains[start] = chain
+                while len(self._chains) > _MAX_CHAINS:
+                    self._chains.popitem(last=False)
+                while len(self._inputs) > opts.restart_span:  # what the next request's restart may re-read
+                    self._inputs.popitem(last=False)
+                return self._outputs[n]
+
+    # ------------------------------------------------------------------ recurrence
+
+    def _chain_start(self, n: int) -> int:
+        lead = max(self.engine.options.period(n) - self.engine.warmup, 0)
+        for k in range(n, lead, -1):  # the latest cut in (lead, n] starts the chain itself
+            if self._is_cut(k):
+                return k
+        return lead
+
+    def _is_cut(self, k: int) -> bool:
+        if k <= 0:
+            return False
+        known = self._cuts.get(k)
+        if known is not None:
+            return known
+        flag = self.scene_change(k) if self.scene_change is not None else None
+        if flag is None:
+            th = self.engine.scene_threshold
+            flag = th > 0 and scene_metric(self._input(k - 1), self._input(k)) > th
+        self._cuts[k] = bool(flag)
+        return bool(flag)
+
+    def _new_chain(self, start: int, serve_from: int) -> _Chain:
+        outs, states = self.engine._initial_state(self._input(start))
+        log.debug("AnimeSR: new chain at frame %d (outputs final from %d)", start, serve_from)
+        return _Chain(start=start, serve_from=serve_from, pos=start - 1, outs=outs, states=states)
+
+    def _step(self, chain: _Chain, k: int) -> None:
+        # Neighbours never cross a cut; the clip's ends repeat the edge frame.
+        prev_i = k - 1 if k > 0 and not self._is_cut(k) else k
+        next_i = k + 1 if k + 1 < self.num_frames and not self._is_cut(k + 1) else k
+        frames9 = torch.cat([self._input(prev_i), self._input(k), self._input(next_i)], dim=0)[None]
+        full = self.engine._run_step(chain, frames9)
+        chain.pos = k
+        self.steps += 1
+        if k < chain.serve_from:
+            return  # warm-up output: belongs to the previous chain's frame, never shown
+        s = self.engine.scale
+        ph, pw = self._size  # type: ignore[misc]
+        self._outputs[k] = full[0, :, : ph * s, : pw * s].float().contiguous()
+        while len(self._outputs) > self.output_cache:
+            self._outputs.popitem(last=False)
+
+    def _input(self, k: int) -> Tensor:
+        """Input frame ``k`` converted, padded and memoised (the last few are kept across requests)."""
+        x = self._inputs.get(k)
         if x is None:
-            x = self._convert(self.get_frame(k), k)
-            self.cache[k] = x
+            x = self._inputs[k] = self._convert(self.get_frame(k), k)
         else:
-            self.cache.move_to_end(k)
+            self._inputs.move_to_end(k)
         return x
 
-    def keep_recent(self, n: int) -> OrderedDict[int, Tensor]:
-        while len(self.cache) > n:
-            self.cache.popitem(last=False)
-        return self.cache
-
     def _convert(self, frame: FrameLike, k: int) -> Tensor:
-        """(H, W, 3) or 3 planes -> (3, H', W') float tensor on the device, replicate-padded to multiples of 4."""
+        """(H, W, 3) or 3 planes -> (3, H', W') tensor on the device, replicate-padded to multiples of 4."""
         eng = self.engine
         if isinstance(frame, Tensor):
             t = frame
@@ -484,10 +534,10 @@ class _FrameFetcher:
         else:
             raise ValueError(f"AnimeSR: frame {k} must be uint8 or floating point, got {t.dtype}")
         h, w = t.shape[-2:]
-        if eng._size is None:
-            eng._size = (h, w)
-        elif eng._size != (h, w):
-            raise ValueError(f"AnimeSR: frame {k} is {w}x{h} but earlier frames are {eng._size[1]}x{eng._size[0]}")
+        if self._size is None:
+            self._size = (h, w)
+        elif self._size != (h, w):
+            raise ValueError(f"AnimeSR: frame {k} is {w}x{h} but earlier frames are {self._size[1]}x{self._size[0]}")
         ph, pw = _round_up(h, 4) - h, _round_up(w, 4) - w
         if ph or pw:
             # Replicate padding cannot pad more than the input has along a dimension in some torch versions: expand.

@@ -71,7 +71,7 @@ def test_clip_and_metrics_reject_bad_shapes() -> None:
 
 
 def test_make_upscaler_rejects_unknown_model() -> None:
-    with pytest.raises(ValueError, match="AnimeSR: model must be"):
+    with pytest.raises(ValueError, match="AnimeSR: model=.no/such/file.pth.: must be"):
         make_upscaler("no/such/file.pth")
 
 

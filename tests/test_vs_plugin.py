@@ -105,6 +105,7 @@ torch.set_num_threads({threads})  # as in the test process: CPU kernels may sum 
 sys.path.insert(0, {tests!r})
 from test_vs_plugin import clip_from
 logging.basicConfig(filename={log!r}, level=logging.DEBUG, format="%(message)s", force=True)
+logging.getLogger("vsanimesr").setLevel(logging.DEBUG)
 core = vs.core
 core.num_threads = 4
 {extra}
@@ -208,19 +209,21 @@ def _bad_weights(tmp_path: Path) -> Path:
             {},
             "variable frame size",
         ),
-        (None, {"model": "v3"}, "model must be 'v1', 'v2' or the path of a weight file, got 'v3'"),
+        (None, {"model": "v3"}, "model='v3': must be 'v1', 'v2' or the path of a weight file"),
         (None, {"model": "BAD"}, "junk.pth"),
-        (None, {"tile": -1}, "tile must be >= 0, got -1"),
-        (None, {"tile_overlap": -4}, "tile_overlap must be >= 0, got -4"),
-        (None, {"reset_interval": -1}, "reset_interval must be >= 0, got -1"),
-        (None, {"warmup": -2}, "warmup must be >= 0, got -2"),
-        (None, {"scene_threshold": -0.5}, "scene_threshold must be a finite number >= 0"),
-        (None, {"outscale": 0.0}, "outscale must be a finite number > 0, got 0.0"),
-        (None, {"device": "tpu"}, "device='tpu'"),
-        (None, {"device": "cpu", "fp16": 1}, "fp16=1 needs a CUDA device"),
-        (None, {"fp16": 3}, "fp16 must be 0 or 1"),
-        (None, {"bf16": 2}, "bf16 must be 0 or 1, got 2"),
-        (None, {"compile": -1}, "compile must be 0 or 1, got -1"),
+        (None, {"tile": -1}, "tile=-1: must be >= 0"),
+        (None, {"tile_overlap": -4}, "tile_overlap=-4: must be >= 0"),
+        (None, {"reset_interval": -1}, "reset_interval=-1: must be >= 0"),
+        (None, {"warmup": -2}, "warmup=-2: must be >= 0"),
+        (None, {"scene_threshold": -0.5}, "scene_threshold=-0.5: must be >= 0"),
+        (None, {"outscale": 0.0}, "outscale=0.0: must be > 0"),
+        (None, {"device": "tpu"}, "device='tpu': must be 'auto', 'cpu', 'cuda' or 'cuda:N'"),
+        (None, {"device": "cpu", "fp16": 1}, "fp16=True: needs a CUDA device, got device='cpu'"),
+        (None, {"fp16": 3}, "fp16=3: must be true or false (0 or 1)"),
+        (None, {"bf16": 2}, "bf16=2: must be true or false (0 or 1)"),
+        (None, {"compile": -1}, "compile=-1: must be true or false (0 or 1)"),
+        (None, {"backend": "nope"}, "backend='nope': must be one of"),
+        (None, {"outscale": float("inf")}, "outscale=inf: must be a finite number"),
     ],
 )
 def test_bad_inputs_give_graph_build_errors(core, tmp_path, make, kwargs, expect):
@@ -243,16 +246,16 @@ def test_cuda_without_cuda(core):
 
 
 def test_engine_exception_is_a_frame_error(core, monkeypatch):
-    from vsanimesr.engine import AnimeSR
+    from vsanimesr.engine import Session
 
-    real = AnimeSR.frame_planar
+    real = Session.frame_planar
 
     def flaky(self, n, *a, **k):
         if n == 5:
             raise RuntimeError("forced failure for the test")
         return real(self, n, *a, **k)
 
-    monkeypatch.setattr(AnimeSR, "frame_planar", flaky)
+    monkeypatch.setattr(Session, "frame_planar", flaky)
     up = core.animesr.Upscale(clip_from(core, smooth_frames()), model="v2", device="cpu", **SETTINGS)
     up.get_frame(4)
     with pytest.raises(vs.Error, match=r"animesr\.Upscale: frame 5: RuntimeError: forced failure for the test"):
@@ -262,13 +265,13 @@ def test_engine_exception_is_a_frame_error(core, monkeypatch):
 
 def test_engine_exception_makes_vspipe_fail_cleanly(core, tmp_path):
     extra = (
-        "from vsanimesr.engine import AnimeSR\n"
-        "_real = AnimeSR.frame_planar\n"
+        "from vsanimesr.engine import Session\n"
+        "_real = Session.frame_planar\n"
         "def _flaky(self, n, *a, **k):\n"
         "    if n == 6:\n"
         "        raise RuntimeError('forced failure for the test')\n"
         "    return _real(self, n, *a, **k)\n"
-        "AnimeSR.frame_planar = _flaky\n"
+        "Session.frame_planar = _flaky\n"
     )
     proc, _, _ = run_vspipe(tmp_path, smooth_frames(), extra=extra)
     assert proc.returncode != 0
@@ -306,3 +309,43 @@ def test_x265_pipeline_from_the_readme(core, demo_video, tmp_path):
     assert proc.returncode == 0, proc.stderr
     assert "encoded 3 frames" in proc.stderr, proc.stderr
     assert out.stat().st_size > 100
+
+
+def test_filter_arguments_are_generated_from_the_options(core):
+    """The C filter's argument list comes from vsanimesr/options.py (one definition), in the filter's types."""
+    from vsanimesr.options import FIELDS, vs_signature
+
+    assert core.animesr.Upscale.signature == "clip:vnode;" + vs_signature()
+    assert [f.name for f in FIELDS] == [a.split(":")[0] for a in vs_signature().split(";") if a]
+
+
+def test_plugin_source_compiles_without_warnings(tmp_path):
+    """CI builds the plugin with -Werror (setup.py); this also holds for a plain compiler run here."""
+    import sysconfig
+
+    from vsanimesr.options import c_header
+
+    cc = shutil.which("cc") or shutil.which("gcc")
+    if cc is None:
+        pytest.fail("no C compiler: the plugin cannot be built here")
+    (tmp_path / "animesr_options.h").write_text(c_header())
+    proc = subprocess.run(
+        [cc, "-fsyntax-only", "-std=c11", "-Wall", "-Wextra", "-Werror", "-DPy_LIMITED_API=0x030C0000",
+         f"-I{tmp_path}", f"-I{vs.get_include()}", f"-I{sysconfig.get_paths()['include']}",
+         str(REPO / "vsanimesr" / "_plugin" / "animesr.c")],
+        capture_output=True, text=True,
+    )
+    assert proc.returncode == 0, proc.stderr
+
+
+def test_a_x2_model_gives_x2_frames_and_outscale_is_relative_to_the_input(core, tmp_path):
+    from vsanimesr import AnimeSRNet
+
+    path = tmp_path / "x2.pth"
+    torch.save(AnimeSRNet(num_feat=8, num_blocks=(1, 1, 1), scale=2).state_dict(), path)
+    clip = clip_from(core, smooth_frames(3))
+    up = core.animesr.Upscale(clip, model=str(path), device="cpu")
+    assert (up.width, up.height) == (2 * W, 2 * H)
+    assert planes(up.get_frame(2)).shape == (3, 2 * H, 2 * W)
+    three = core.animesr.Upscale(clip, model=str(path), device="cpu", outscale=3.0)
+    assert (three.width, three.height) == (3 * W, 3 * H) and three.get_frame(1).width == 3 * W

@@ -55,5 +55,5 @@ def test_wrapper_errors(core):
         upscale("clip.mkv")  # type: ignore[arg-type]
     with pytest.raises(vs.Error, match="range='tv' must be 'full' or 'limited'"):
         upscale(core.std.BlankClip(format=vs.YUV420P8, length=1), range="tv", **KW)
-    with pytest.raises(vs.Error, match=r"^animesr\.Upscale: tile must be >= 0"):
+    with pytest.raises(vs.Error, match=r"^vsanimesr\.upscale: tile=-1: must be >= 0$"):
         upscale(core.std.BlankClip(format=vs.YUV420P8, length=1), tile=-1, device="cpu")

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import logging
+import os
 from typing import TYPE_CHECKING, Any
 
 from vsanimesr.archs.animesr import AnimeSRNet
@@ -12,6 +14,13 @@ if TYPE_CHECKING:
 
 __all__ = ["AnimeSR", "AnimeSRNet", "ModelInfo", "WeightsError", "load_model", "load_state_dict", "upscale"]
 __version__ = "0.1.0"
+
+# VapourSynth routes Python logging into its own log at every level, so under vspipe a library logger at NOTSET
+# would print each DEBUG line (one per frame). The package logs INFO and above unless asked for more: set
+# VSANIMESR_LOG=DEBUG, or logging.getLogger("vsanimesr").setLevel(logging.DEBUG).
+_log = logging.getLogger("vsanimesr")
+if _log.level == logging.NOTSET:
+    _log.setLevel(os.environ.get("VSANIMESR_LOG", "INFO").upper())
 
 
 def __getattr__(name: str) -> Any:

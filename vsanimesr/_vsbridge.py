@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import math
 import threading
 import traceback
 from typing import Any, Protocol
@@ -44,136 +43,96 @@ def create(**kwargs: Any) -> Bridge | str:
     """Validate the filter's arguments (see :class:`Bridge`) and build the engine; an error string on bad input."""
     try:
         return Bridge(**kwargs)
-    except _ArgError as e:
-        return PREFIX + str(e)
-    except Exception as e:  # engine construction: ValueError, WeightsError, RuntimeError, OSError ...
+    except Exception as e:  # OptionError, WeightsError, RuntimeError, OSError ...: all become graph-build errors
         return PREFIX + _message(e)
 
 
-class _ArgError(ValueError):
-    pass
-
-
 class Bridge:
-    """One ``Upscale`` instance: the engine, its resolved settings, and the frame entry point for the C filter."""
+    """One ``Upscale`` instance: the engine, this clip's session, and the entry points for the C filter.
 
-    def __init__(
-        self,
-        *,
-        width: int,
-        height: int,
-        num_frames: int,
-        format: str,  # noqa: A002 - the VapourSynth format name, e.g. "RGBS"
-        model: str = "v2",
-        device: str = "auto",
-        fp16: int | None = None,
-        tile: int = 0,
-        tile_overlap: int = 16,
-        reset_interval: int | None = None,
-        warmup: int | None = None,
-        scene_threshold: float | None = None,
-        outscale: float = 4.0,
-        bf16: int = 0,
-        compile: int = 0,  # noqa: A002
-        tf32: int = 0,
-    ) -> None:
-        import torch
+    ``width``, ``height``, ``num_frames`` and ``format`` describe the source clip; every other keyword is an
+    :class:`~vsanimesr.options.Options` field, passed by the C filter exactly as the user gave it.
+    """
 
+    def __init__(self, *, width: int, height: int, num_frames: int, format: str, **options: Any) -> None:  # noqa: A002
         from vsanimesr.engine import AnimeSR, resolve_device
+        from vsanimesr.options import OptionError, Options
 
         if format not in ("RGBS", "RGBH"):
-            raise _ArgError(f"clip: format {format} is not supported (need RGBS or RGBH)")
-        for name, value in (("tile", tile), ("tile_overlap", tile_overlap)):
-            if value < 0:
-                raise _ArgError(f"{name} must be >= 0, got {value}")
-        for name, value in (("reset_interval", reset_interval), ("warmup", warmup)):
-            if value is not None and value < 0:
-                raise _ArgError(f"{name} must be >= 0, got {value}")
-        if scene_threshold is not None and not (math.isfinite(scene_threshold) and scene_threshold >= 0):
-            raise _ArgError(
-                f"scene_threshold must be a finite number >= 0 (0 disables the detector), got {scene_threshold}"
-            )
-        if not (math.isfinite(outscale) and outscale > 0):
-            raise _ArgError(f"outscale must be a finite number > 0, got {outscale}")
-        if fp16 is not None and fp16 not in (0, 1):
-            raise _ArgError(f"fp16 must be 0 or 1 (or unset), got {fp16}")
-        for name, value in (("bf16", bf16), ("compile", compile), ("tf32", tf32)):
-            if value not in (0, 1):
-                raise _ArgError(f"{name} must be 0 or 1, got {value}")
-        try:
-            dev = resolve_device(device)
-        except ValueError as e:
-            raise _ArgError(f"device={device!r}: {_message(e)}") from e
-        # RGBH means half-precision compute where that is fast and accurate (CUDA); the CPU computes in fp32.
-        use_fp16 = bool(fp16) if fp16 is not None else (format == "RGBH" and dev.type == "cuda" and not bf16)
-        if use_fp16 and dev.type != "cuda":
-            raise _ArgError(f"fp16=1 needs a CUDA device, got device={device!r} (resolved to {str(dev)!r})")
-        try:
-            self.sr = AnimeSR(
-                model=model,
-                device=str(dev),
-                fp16=use_fp16,
-                tile=tile,
-                tile_overlap=tile_overlap,
-                reset_interval=reset_interval,
-                warmup=warmup,
-                scene_threshold=scene_threshold,
-                bf16=bool(bf16),
-                compile=bool(compile),
-                tf32=bool(tf32),
-                output_cache=min(16, max(2, OUTPUT_CACHE_BYTES // (3 * 16 * width * height * 4))),
-            )
-        except Exception as e:
-            if type(e).__name__ == "WeightsError":
-                raise _ArgError(f"model={model!r}: {_message(e)}") from e
-            raise
-        self._torch = torch
-        self.device = dev
-        self.width, self.height, self.num_frames = width, height, num_frames
-        self.out_dtype = np.float16 if format == "RGBH" else np.float32
-        self.reset_interval: int = self.sr.reset_interval
-        self.warmup: int = self.sr.warmup
-        self.ring_capacity = max(8, self.reset_interval + self.warmup + 3)
-        if outscale == 4.0:
-            self.out_width, self.out_height = 4 * width, 4 * height
-        else:
-            self.out_width, self.out_height = round(width * outscale), round(height * outscale)
-            if self.out_width < 1 or self.out_height < 1:
-                raise _ArgError(f"outscale={outscale} gives an empty {self.out_width}x{self.out_height} frame")
-        self._lock = threading.Lock()
-        log.debug(
-            "animesr.Upscale: %dx%d %s, %d frames, device=%s fp16=%s reset_interval=%d warmup=%d",
-            width, height, format, num_frames, dev, use_fp16, self.reset_interval, self.warmup,
+            raise OptionError("clip", format, "format is not supported (need RGBS or RGBH; vsanimesr.upscale() "
+                              "converts YUV, GRAY and integer RGB)")
+        opts = Options.from_args(options)
+        dev = resolve_device(opts.device)
+        if opts.fp16 is None:  # RGBH means half-precision compute where that is fast and accurate (CUDA)
+            opts = opts.replace(fp16=format == "RGBH" and dev.type == "cuda" and not opts.bf16)
+        self.sr = AnimeSR(
+            opts.replace(device=str(dev)),
+            output_cache=min(16, max(2, OUTPUT_CACHE_BYTES // (3 * 16 * width * height * 4))),
         )
+        self.device = dev
+        self.num_frames = num_frames
+        self.out_dtype = np.float16 if format == "RGBH" else np.float32
+        scale = self.sr.scale
+        self.native_width, self.native_height = scale * width, scale * height
+        outscale = float(scale) if opts.outscale is None else opts.outscale
+        self.out_width, self.out_height = round(width * outscale), round(height * outscale)
+        if self.out_width < 1 or self.out_height < 1:
+            raise OptionError("outscale", outscale, f"gives an empty {self.out_width}x{self.out_height} frame")
+        self.ring_capacity = max(8, opts.window_span)
+        """Source frames the C filter keeps referenced: a whole window, so sequential requests fetch each once."""
+        self._window: Window | None = None  # the C filter's frames for the request being computed
+        self.session = self.sr.open(self._source_frame, num_frames, self._scene_change)
+        self._lock = threading.Lock()
+        self._cuda = torch_cuda_device(dev)
+        log.info("animesr.Upscale: %dx%d %s, %d frames -> %dx%d; %s", width, height, format, num_frames,
+                 self.out_width, self.out_height, self.sr.describe())
 
     @property
     def steps(self) -> int:
         """Network steps executed by this instance's engine."""
         return self.sr.steps
 
+    def window(self, n: int) -> tuple[int, int]:
+        """The source frames the C filter must hand over for output frame ``n`` (the engine's one definition)."""
+        return self.session.window(n)
+
     def process(self, n: int, window: Window, planes: tuple[memoryview, ...], stride: int) -> str | None:
         """Write output frame ``n`` into ``planes`` (the new frame's three writable planes, rows ``stride`` bytes
         apart); return None, or an error message.
 
-        VapourSynth delivers requests slightly out of order even in a sequential render; the engine's output cache
+        VapourSynth delivers requests slightly out of order even in a sequential render; the session's output cache
         (sized from :data:`OUTPUT_CACHE_BYTES`) absorbs that, so a sequential render costs one step per frame.
         """
         with self._lock:
             try:
                 item = np.dtype(self.out_dtype).itemsize
-                shape, strides = (4 * self.height, 4 * self.width), (stride, item)
+                shape, strides = (self.native_height, self.native_width), (stride, item)
                 dst = [np.ndarray(shape, self.out_dtype, buffer=p, strides=strides) for p in planes]
-                self._compute(n, window, dst)
+                self._window = window
+                # Each call from C may run on a fresh thread state, so the CUDA device is set here, every time.
+                with self._cuda:
+                    self.session.frame_planar(n, out=dst)
                 log.debug("animesr.Upscale: frame %d done, %d network steps so far", n, self.sr.steps)
                 return None
             except Exception as e:
-                self.sr.reset()  # a failed step may leave a half-advanced chain: start clean next time
                 tb = "".join(traceback.format_exception(e)).rstrip()
                 return f"{PREFIX}frame {n}: {type(e).__name__}: {_message(e)}\n{tb}"
+            finally:
+                self._window = None
 
-    def _compute(self, k: int, window: Window, dst: list[np.ndarray]) -> None:
-        # Each call from C may run on a fresh thread state, so the CUDA device is set here, every time (the engine
-        # sets inference mode itself).
-        cuda = self.device.type == "cuda"
-        with self._torch.cuda.device(self.device) if cuda else contextlib.nullcontext():
-            self.sr.frame_planar(k, window, self.num_frames, window.scene_change, out=dst)
+    def _source_frame(self, k: int) -> tuple[Any, Any, Any]:
+        assert self._window is not None, "source frames are only read inside process()"
+        return self._window(k)
+
+    def _scene_change(self, k: int) -> bool | None:
+        assert self._window is not None, "source frames are only read inside process()"
+        return self._window.scene_change(k)
+
+
+def torch_cuda_device(dev: Any) -> contextlib.AbstractContextManager[Any]:
+    """``torch.cuda.device(dev)`` for a CUDA device, else a no-op context (reusable, unlike a generator)."""
+    if dev.type != "cuda":
+        return contextlib.nullcontext()
+    import torch
+
+    return torch.cuda.device(dev)

@@ -131,6 +131,7 @@ class AnimeSR:
         output_cache: int = 4,
         **kwargs: Any,
     ) -> None:
+        kwargs = {k: v for k, v in kwargs.items() if v is not None}  # None means "the default", as in the CLI
         try:
             opts = (options or Options()).replace(**kwargs) if kwargs else (options or Options())
         except TypeError as e:  # an unknown keyword

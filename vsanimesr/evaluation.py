@@ -159,6 +159,8 @@ def make_upscaler(
     sr = AnimeSR(
         model=spec, device=device, reset_interval=reset_interval, warmup=warmup, scene_threshold=scene_threshold
     )
+    if sr.scale != 4:  # references, crops and metrics here are x4
+        raise ValueError(f"evaluation: model {spec!r} upscales x{sr.scale}; only x4 models can be evaluated")
     return sr.upscale
 
 

@@ -88,7 +88,9 @@ class Options:
 
     @classmethod
     def from_args(cls, args: dict[str, Any]) -> Options:
-        """Options from loosely typed arguments (VapourSynth ints for flags, ints for floats); unknown names fail."""
+        """Options from loosely typed arguments (VapourSynth ints for flags, ints for floats, None for the default);
+        unknown names fail."""
+        args = {k: v for k, v in args.items() if v is not None}
         names = {f.name for f in dataclasses.fields(cls)}
         unknown = sorted(set(args) - names)
         if unknown:
@@ -184,3 +186,14 @@ def vs_type(f: dataclasses.Field[Any]) -> str:
 def vs_signature() -> str:
     """``core.animesr.Upscale``'s argument string after ``clip:vnode;`` (every option is optional)."""
     return "".join(f"{f.name}:{vs_type(f)}:opt;" for f in FIELDS)
+
+
+def c_header() -> str:
+    """The C filter's view of the options (written to ``animesr_options.h`` by setup.py when the plugin is built)."""
+    rows = "".join(f'    {{"{f.name}", \'{vs_type(f)[0].replace("d", "s")}\'}},\n' for f in FIELDS)
+    return (
+        "/* Generated from vsanimesr/options.py by setup.py: do not edit. */\n"
+        f'#define ANIMESR_OPTIONS_SIGNATURE "{vs_signature()}"\n'
+        "static const struct {\n    const char *name;\n    char type; /* 's' data, 'i' int, 'f' float */\n"
+        "} animesr_options[] = {\n" + rows + "};\n"
+    )

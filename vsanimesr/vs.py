@@ -22,6 +22,8 @@ from typing import Any
 import vapoursynth as vs
 import vsutil
 
+from vsanimesr.options import OptionError, Options
+
 __all__ = ["upscale"]
 
 log = logging.getLogger("vsanimesr.vs")
@@ -52,33 +54,26 @@ def _resolve_format(fmt: Any, clip: vs.VideoNode) -> vs.VideoFormat:
 def upscale(
     clip: vs.VideoNode,
     *,
-    model: str = "v2",
-    device: str = "auto",
-    fp16: bool | None = None,
-    tile: int = 0,
-    tile_overlap: int = 16,
-    reset_interval: int | None = None,
-    warmup: int | None = None,
-    scene_threshold: float | None = None,
-    outscale: float = 4.0,
-    bf16: bool = False,
-    compile: bool = False,  # noqa: A002 - the engine's option name
-    tf32: bool = False,
     format: Any = None,  # noqa: A002 - VapourSynth's own name for it
     matrix: int | None = None,
     transfer: int | None = None,
     primaries: int | None = None,
     range: str | None = None,  # noqa: A002 - "full" or "limited"
     dither_type: str = "error_diffusion",
+    **options: Any,
 ) -> vs.VideoNode:
-    """Upscale ``clip`` x4 (or ``outscale``) with AnimeSR; returns ``format`` (default: the input's format).
+    """Upscale ``clip`` with AnimeSR (x4 for the published models); returns ``format`` (default: the input's format).
 
-    ``model``, ``device``, ``fp16``, ``tile``, ``tile_overlap``, ``reset_interval``, ``warmup``,
-    ``scene_threshold``, ``outscale``, ``bf16``, ``compile`` and ``tf32`` go to ``core.animesr.Upscale`` unchanged.
-    ``matrix``, ``transfer``,
-    ``primaries`` (H.273 codes, as in the frame properties) and ``range`` (``"full"`` or ``"limited"``) override the
-    clip's properties. Compute runs in RGBH when the input is RGBH or ``fp16`` is true, else RGBS.
+    ``options`` are :class:`vsanimesr.options.Options` fields (``model``, ``device``, ``fp16``, ``tile``,
+    ``reset_interval``, ``outscale``, ...), the same as ``core.animesr.Upscale``'s, checked here first.
+    ``matrix``, ``transfer``, ``primaries`` (H.273 codes, as in the frame properties) and ``range`` (``"full"`` or
+    ``"limited"``) override the clip's properties. Compute runs in RGBH when the input is RGBH or ``fp16`` is true,
+    else RGBS.
     """
+    try:
+        opts = Options.from_args(options)
+    except OptionError as e:
+        raise vs.Error(f"{_FUNC}: {e}") from None
     if not isinstance(clip, vs.VideoNode):
         raise vs.Error(f"{_FUNC}: clip must be a vapoursynth.VideoNode, got {type(clip).__name__}")
     if clip.format is None or clip.format.id == vs.NONE:
@@ -107,7 +102,7 @@ def upscale(
         raise vs.Error(f"{_FUNC}: range={range!r} must be 'full' or 'limited'")
     range_s = range or _range_prop(props) or ("full" if is_rgb else "limited")
     full_in = range_s == "full"
-    half = fp16 is True or (fmt.id == vs.RGBH)
+    half = opts.fp16 is True or (fmt.id == vs.RGBH)
     rgb_fmt = vs.RGBH if half else vs.RGBS
     log.debug("%s: %s matrix=%s transfer=%s primaries=%s range=%s -> %s", _FUNC, fmt.name, mat, trc, prim, range_s,
               out_fmt.name)
@@ -125,20 +120,8 @@ def upscale(
     else:
         rgb = vs.core.resize.Bicubic(clip, format=rgb_fmt, matrix_in=mat, range_in_s=range_s)
 
-    kwargs: dict[str, Any] = dict(
-        model=str(model), device=str(device), tile=tile, tile_overlap=tile_overlap, outscale=float(outscale)
-    )
-    if fp16 is not None:
-        kwargs["fp16"] = int(bool(fp16))
-    if bf16:
-        kwargs["bf16"] = 1
-    if compile:
-        kwargs["compile"] = 1
-    if tf32:
-        kwargs["tf32"] = 1
-    for key, value in (("reset_interval", reset_interval), ("warmup", warmup), ("scene_threshold", scene_threshold)):
-        if value is not None:
-            kwargs[key] = value
+    # Only what the caller set goes to the filter, in the filter's types (flags as 0/1), so defaults live in Options.
+    kwargs = {k: int(v) if isinstance(v, bool) else v for k, v in opts.as_dict().items() if options.get(k) is not None}
     up = vs.core.animesr.Upscale(rgb, **kwargs)
 
     # Back to the requested format.

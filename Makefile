@@ -2,6 +2,7 @@
 #   make demo                 upscale a built-in sample clip into demo_out/ (video + side-by-side PNG)
 #   make demo INPUT=clip.mp4  the same on your own video (FRAMES=100:148 for part of it)
 #   make test                 the whole test suite (PYTEST_ARGS="-k cli -x" to narrow it)
+#   make test-fast            the inner-loop tier: everything not marked slow
 # PYTHON=/path/to/python3.12 picks the interpreter; PIP_ARGS adds `pip install` arguments.
 
 VENV        ?= .venv
@@ -13,10 +14,10 @@ PYTEST_ARGS ?=
 
 export VENV := $(abspath $(VENV))
 
-.PHONY: help bootstrap demo test clean
+.PHONY: help bootstrap demo test test-fast clean
 
 help:
-	@sed -n '1,5p' Makefile | sed 's/^# \{0,1\}//'
+	@sed -n '1,6p' Makefile | sed 's/^# \{0,1\}//'
 
 bootstrap:
 	@bash scripts/bootstrap.sh
@@ -27,6 +28,10 @@ demo: bootstrap
 test:
 	@bash scripts/bootstrap.sh --test-deps
 	$(PY) -m pytest $(PYTEST_ARGS)
+
+test-fast:
+	@bash scripts/bootstrap.sh --test-deps
+	$(PY) -m pytest -m "not slow" $(PYTEST_ARGS)
 
 clean:
 	rm -rf "$(OUT)" build .pytest_cache

@@ -19,36 +19,12 @@ from pathlib import Path
 
 import numpy as np
 
+from animesr_tools.vsbench import BARE, VPY
+
 REPO = Path(__file__).resolve().parents[1]
 DEMO = REPO.parent / "shared" / "data" / "onepiece_demo.mp4"
 
-VPY = """
-import numpy as np, torch, vapoursynth as vs
-torch.set_num_threads({threads})
-core = vs.core
-data = np.load({npy!r})
-blank = core.std.BlankClip(width=data.shape[3], height=data.shape[2], format=vs.RGBS, length=data.shape[0])
-def fill(n, f):
-    f = f.copy()
-    for p in range(3):
-        np.asarray(f[p])[:] = data[n, p]
-    return f
-src = core.std.ModifyFrame(blank, blank, fill)
-core.animesr.Upscale(src, model={model!r}, device={device!r}{extra}).set_output()
-"""
 
-BARE = """
-import time, numpy as np, torch
-torch.set_num_threads({threads})
-from vsanimesr.engine import AnimeSR
-data = np.load({npy!r})
-sr = AnimeSR(model={model!r}, device={device!r})
-planes = [tuple(f) for f in data]
-t0 = time.perf_counter()
-for k in range(len(planes)):
-    sr.frame_planar(k, planes.__getitem__, len(planes))
-print("BARE_FPS", len(planes) / (time.perf_counter() - t0))
-"""
 
 
 def load_frames(n: int, w: int, h: int) -> np.ndarray:

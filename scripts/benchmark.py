@@ -47,8 +47,6 @@ from pathlib import Path
 import numpy as np
 
 REPO = Path(__file__).resolve().parents[1]
-if str(REPO) not in sys.path:
-    sys.path.insert(0, str(REPO))
 
 ALL_VARIANTS = ("net", "net-cl", "net-bf16", "net-fp16", "net-tf32", "engine", "engine-nchw", "engine-compile",
                 "engine-bf16", "engine-fp16", "engine-tf32", "vspipe", "vspipe-fp16", "cli", "cli-fp16")  # fmt: skip
@@ -216,7 +214,7 @@ def run_vspipe(workdir: Path, frames: np.ndarray, *, device: str, fp16: bool, mo
         np.save(npy, np.ascontiguousarray(frames.transpose(0, 3, 1, 2), dtype=np.float32) / 255.0)
     script = workdir / f"bench_{device.replace(':', '_')}_{int(fp16)}.vpy"
     extra = ", fp16=1" if fp16 else ""
-    from scripts.bench_vs import VPY  # the same source script: frames from a .npy, so no decoder cost
+    from animesr_tools.vsbench import VPY  # the same source script: frames from a .npy, so no decoder cost
 
     script.write_text(VPY.format(threads=threads, npy=str(npy), model=model, device=device, extra=extra))
     vspipe = Path(sys.executable).with_name("vspipe")

@@ -23,17 +23,14 @@ import argparse
 import logging
 import math
 import re
-import sys
 import time
 from pathlib import Path
 
 import numpy as np
 
 REPO = Path(__file__).resolve().parents[1]
-if str(REPO) not in sys.path:
-    sys.path.insert(0, str(REPO))
 
-from vsanimesr.evaluation import (  # noqa: E402
+from animesr_tools.evaluation import (  # noqa: E402
     Clip,
     clip_metrics,
     format_markdown,
@@ -208,7 +205,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from vsanimesr.peers import PeerUnavailable
+    from animesr_tools.peers import PeerUnavailable
 
     ap = build_parser()
     args = ap.parse_args(argv)

@@ -16,8 +16,8 @@ import av
 import numpy as np
 import torch
 
+from animesr_tools.evaluation import restart_visibility
 from vsanimesr.engine import AnimeSR, scene_metric
-from vsanimesr.evaluation import restart_visibility
 
 
 def read_frames(path: str, start: int, stop: int, crop: tuple[int, int] | None) -> np.ndarray:

@@ -22,6 +22,45 @@ CONFORMANCE_BOUND = 1e-4  # the README's fidelity claim: max abs difference from
 torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))
 
 
+# Tiny VapourSynth test clips: 10 frames of 16x24 (small restart settings make every test run in seconds).
+N, H, W = 10, 16, 24
+
+
+def smooth_frames(n: int = N, cut_at: int | None = None, seed: int = 0) -> np.ndarray:
+    """(n, 3, H, W) float32 in [0, 1]: a slowly moving pattern (no scene cut unless cut_at is given)."""
+    rng = np.random.default_rng(seed)
+    yy, xx = np.mgrid[0:H, 0:W].astype(np.float32)
+    out = []
+    for t in range(n):
+        phase = 0.3 * t + (5.0 if cut_at is not None and t >= cut_at else 0.0)
+        base = [0.5 + 0.4 * np.sin(xx / (3 + c) + phase) * np.cos(yy / (4 + c) - phase) for c in range(3)]
+        if cut_at is not None and t >= cut_at:
+            base = [1.0 - b for b in base]
+        out.append(np.stack(base) + 0.02 * rng.standard_normal((3, H, W)).astype(np.float32))
+    return np.clip(np.stack(out), 0, 1).astype(np.float32)
+
+
+def clip_from(core, data: np.ndarray, fmt=None):  # noqa: ANN001, ANN201 - vapoursynth is imported lazily
+    """An RGB clip (RGBS unless ``fmt``) whose frames are ``data`` (N, 3, H, W)."""
+    import vapoursynth as vs
+
+    fmt = fmt or vs.RGBS
+    blank = core.std.BlankClip(width=data.shape[3], height=data.shape[2], format=fmt, length=data.shape[0])
+
+    def fill(n, f):
+        f = f.copy()
+        for p in range(3):
+            np.asarray(f[p])[:] = data[n, p]
+        return f
+
+    return core.std.ModifyFrame(blank, blank, fill)
+
+
+def planes(frame) -> np.ndarray:  # noqa: ANN001
+    """A VapourSynth RGB frame as a (3, H, W) array."""
+    return np.stack([np.asarray(frame[p]) for p in range(3)])
+
+
 def shared_path(rel: str) -> Path:
     """A file under ../shared, or skip the test with the reason (a user's clone has no ../shared)."""
     p = SHARED / rel

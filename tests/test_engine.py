@@ -11,9 +11,9 @@ import pytest
 import torch
 from conftest import assert_conforms
 
+from animesr_tools.metrics import psnr
 from vsanimesr import AnimeSR, AnimeSRNet, WeightsError, load_model
 from vsanimesr.engine import scene_metric
-from vsanimesr.metrics import psnr
 
 
 def _smooth_clip(t: int, h: int, w: int, seed: int = 0) -> np.ndarray:

@@ -1,4 +1,4 @@
-"""scripts/evaluate.py and vsanimesr.evaluation: metric plumbing with known answers, tables, plots and crops."""
+"""scripts/evaluate.py and animesr_tools.evaluation: metric plumbing with known answers, tables, plots and crops."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ import pytest
 from conftest import load_script
 from PIL import Image
 
-from vsanimesr.evaluation import (
+from animesr_tools.evaluation import (
     Clip,
     bicubic_upscale,
     clip_metrics,
@@ -126,7 +126,7 @@ def test_evaluate_script_end_to_end(tmp_path: Path, weights_v2: Path) -> None:
 
 def test_realesrgan_peer_keeps_a_flat_frame(tmp_path: Path) -> None:
     pytest.importorskip("ncnn")
-    from vsanimesr.peers import PeerUnavailable, load_peer
+    from animesr_tools.peers import PeerUnavailable, load_peer
 
     try:
         peer = load_peer("realesrgan-animevideov3")

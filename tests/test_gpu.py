@@ -16,10 +16,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from test_vs_plugin import clip_from, planes, smooth_frames
+from conftest import clip_from, planes, smooth_frames
 
+from animesr_tools.metrics import psnr
 from vsanimesr.engine import AnimeSR
-from vsanimesr.metrics import psnr
 
 pytestmark = [pytest.mark.gpu, pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")]
 
@@ -121,7 +121,7 @@ def test_vspipe_on_cuda(core, cuda_reference, tmp_path: Path) -> None:  # noqa: 
     script = tmp_path / "gpu.vpy"
     script.write_text(
         "import sys\nimport numpy as np\nimport vapoursynth as vs\n"
-        f"sys.path.insert(0, {str(Path(__file__).parent)!r})\nfrom test_vs_plugin import clip_from\n"
+        f"sys.path.insert(0, {str(Path(__file__).parent)!r})\nfrom conftest import clip_from\n"
         f"core = vs.core\ncore.num_threads = 4\ndata = np.load({str(tmp_path / 'lr.npy')!r})\n"
         "core.animesr.Upscale(clip_from(core, data), device='cuda', reset_interval=4, warmup=2).set_output()\n"
     )

@@ -1,4 +1,4 @@
-"""Known-answer tests for vsanimesr.metrics."""
+"""Known-answer tests for animesr_tools.metrics."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from vsanimesr import metrics as M
+from animesr_tools import metrics as M
 
 
 def test_rgb_to_y_matlab_studio_swing():

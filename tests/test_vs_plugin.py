@@ -16,45 +16,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from conftest import assert_conforms
+from conftest import H, N, W, assert_conforms, clip_from, planes, smooth_frames
 
 vs = pytest.importorskip("vapoursynth")
 
 REPO = Path(__file__).resolve().parents[1]
-N, H, W = 10, 16, 24
 SETTINGS = dict(reset_interval=4, warmup=2)  # periodic restarts at 4 and 8, each led in by 2 warm-up steps
 
-
-
-def smooth_frames(n: int = N, cut_at: int | None = None, seed: int = 0) -> np.ndarray:
-    """(n, 3, H, W) float32 in [0, 1]: a slowly moving pattern (no scene cut unless cut_at is given)."""
-    rng = np.random.default_rng(seed)
-    yy, xx = np.mgrid[0:H, 0:W].astype(np.float32)
-    out = []
-    for t in range(n):
-        phase = 0.3 * t + (5.0 if cut_at is not None and t >= cut_at else 0.0)
-        base = [0.5 + 0.4 * np.sin(xx / (3 + c) + phase) * np.cos(yy / (4 + c) - phase) for c in range(3)]
-        if cut_at is not None and t >= cut_at:
-            base = [1.0 - b for b in base]
-        out.append(np.stack(base) + 0.02 * rng.standard_normal((3, H, W)).astype(np.float32))
-    return np.clip(np.stack(out), 0, 1).astype(np.float32)
-
-
-def clip_from(core, data: np.ndarray, fmt=None):
-    fmt = fmt or vs.RGBS
-    blank = core.std.BlankClip(width=data.shape[3], height=data.shape[2], format=fmt, length=data.shape[0])
-
-    def fill(n, f):
-        f = f.copy()
-        for p in range(3):
-            np.asarray(f[p])[:] = data[n, p]
-        return f
-
-    return core.std.ModifyFrame(blank, blank, fill)
-
-
-def planes(frame) -> np.ndarray:
-    return np.stack([np.asarray(frame[p]) for p in range(3)])
 
 
 @pytest.fixture(scope="module")
@@ -104,7 +72,7 @@ import torch
 import vapoursynth as vs
 torch.set_num_threads({threads})  # as in the test process: CPU kernels may sum in another order with another count
 sys.path.insert(0, {tests!r})
-from test_vs_plugin import clip_from
+from conftest import clip_from
 logging.basicConfig(filename={log!r}, level=logging.DEBUG, format="%(message)s", force=True)
 logging.getLogger("vsanimesr").setLevel(logging.DEBUG)
 core = vs.core

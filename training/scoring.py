@@ -1,7 +1,7 @@
 """Pluggable per-frame quality scorers for the dataset builder (``scripts/build_dataset.py``).
 
 The AnimeSR authors ranked frames with hyperIQA; its weights are not available offline, so the defaults here are
-weight-free: NIQE (:func:`vsanimesr.metrics.niqe`, lower is better) and sharpness (variance of the Laplacian,
+weight-free: NIQE (:func:`animesr_tools.metrics.niqe`, lower is better) and sharpness (variance of the Laplacian,
 higher is better). The builder only compares frames *of the same video* (it z-scores every scorer over the
 candidate windows of one video), so a scorer's scale does not matter, only its ordering.
 
@@ -36,7 +36,7 @@ from typing import Protocol, runtime_checkable
 
 import numpy as np
 
-from vsanimesr import metrics
+from animesr_tools import metrics
 
 __all__ = ["BUILTIN_SCORERS", "FrameScorer", "NiqeScorer", "SharpnessScorer", "make_scorer"]
 

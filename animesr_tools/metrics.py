@@ -1,7 +1,7 @@
 """Image and video quality metrics shared by the evaluation script and the dataset builder.
 
 Everything here is a pure NumPy function on arrays; SciPy (and Pillow, for NIQE's resize) are imported lazily so
-that ``import vsanimesr.metrics`` stays cheap.
+that ``import animesr_tools.metrics`` stays cheap.
 
 Conventions:
     * Float images are in [0, 1]; ``uint8`` images are divided by 255 first (``uint16`` by 65535).
@@ -34,7 +34,7 @@ logger = logging.getLogger(__name__)
 
 
 # ----------------------------------------------------------------------------------------------- helpers
-def to_float(img: np.ndarray, *, name: str = "img", func: str = "vsanimesr.metrics") -> np.ndarray:
+def to_float(img: np.ndarray, *, name: str = "img", func: str = "animesr_tools.metrics") -> np.ndarray:
     """``img`` as float64, integers scaled to [0, 1] by their dtype's maximum (uint8 -> /255)."""
     a = np.asarray(img)
     if a.dtype == np.bool_ or a.dtype.kind not in "uif":

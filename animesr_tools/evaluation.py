@@ -3,18 +3,18 @@
 ``scripts/evaluate.py`` strings these together; they are kept here, as pure functions, so tests and other scripts
 (``scripts/measure_reset.py``) can reuse them. What each number means:
 
-* **NIQE** (lower = more natural): :func:`vsanimesr.metrics.niqe` on the luma Y of the output clamped to [0, 1],
+* **NIQE** (lower = more natural): :func:`animesr_tools.metrics.niqe` on the luma Y of the output clamped to [0, 1],
   averaged over every ``niqe_every``-th frame. Needs outputs larger than 192 px per side; smaller ones give NaN.
 * **PSNR / SSIM on Y** (synthetic pairs only): against the ground-truth HR clip, after cropping ``crop_border``
   pixels on each side (the SR literature crops ``scale`` pixels), outputs clamped to [0, 1].
 * **Flicker ratio**: mean absolute difference of consecutive output frames (on Y) divided by the same for the input
-  clip (:func:`vsanimesr.metrics.flicker`). The input's own frame-to-frame change (motion, and the codec's flicker
+  clip (:func:`animesr_tools.metrics.flicker`). The input's own frame-to-frame change (motion, and the codec's flicker
   for real clips) is the unit: 1.0 = the upscaler added no temporal change of its own, > 1 = it adds flicker or
   sharpens changes that were there, < 1 = it smooths over time. Compare models on the same clip, not across clips.
   A sharp output of a moving clip has more frame-to-frame change than a blurry input, so even the ground truth
   scores above 1; for synthetic pairs **flicker vs GT** (the same ratio against the ground truth's own temporal
   change) is the cleaner number: 1.0 = as stable as the truth.
-* **Sharpness**: variance of the Laplacian of Y (:func:`vsanimesr.metrics.sharpness`), x1000; context, not quality.
+* **Sharpness**: variance of the Laplacian of Y (:func:`animesr_tools.metrics.sharpness`), x1000; context, not quality.
 * **Restart visibility** (:func:`restart_visibility`): the engine restarts its recurrence every ``reset_interval``
   frames behind ``warmup`` discarded lead-in steps; the PSNR (RGB, clamped) of the restarted frames against one
   unbroken chain over the same frames says how visible a restart is (inf = identical).
@@ -32,7 +32,7 @@ from pathlib import Path
 
 import numpy as np
 
-from vsanimesr.metrics import NIQE_PATCH_SIZE, flicker, niqe, psnr, rgb_to_y, sharpness, ssim
+from animesr_tools.metrics import NIQE_PATCH_SIZE, flicker, niqe, psnr, rgb_to_y, sharpness, ssim
 from vsanimesr.video import to_uint
 
 __all__ = [
@@ -141,12 +141,12 @@ def make_upscaler(
     warmup: int | None = None,
     scene_threshold: float | None = None,
 ) -> Upscaler:
-    """An upscaler by name: ``bicubic``, ``nearest``, a peer from :data:`vsanimesr.peers.PEERS`, or an AnimeSR model
+    """An upscaler by name: ``bicubic``, ``nearest``, a peer from :data:`animesr_tools.peers.PEERS`, or an AnimeSR model
     (``v1``, ``v2`` or a weight file path) run by the engine with the given recurrence settings (None = defaults).
 
-    Raises :class:`vsanimesr.peers.PeerUnavailable` for a peer that cannot run here.
+    Raises :class:`animesr_tools.peers.PeerUnavailable` for a peer that cannot run here.
     """
-    from vsanimesr.peers import PEERS, load_peer
+    from animesr_tools.peers import PEERS, load_peer
 
     if spec == "bicubic":
         return bicubic_upscale
@@ -166,7 +166,7 @@ def make_upscaler(
 
 def is_recurrent(spec: str) -> bool:
     """True for AnimeSR models (names and paths), False for the classic resizers and peers."""
-    from vsanimesr.peers import PEERS
+    from animesr_tools.peers import PEERS
 
     return spec not in CLASSIC and spec not in PEERS
 

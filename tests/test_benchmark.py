@@ -27,6 +27,7 @@ def _has_vs_plugin() -> bool:
     return hasattr(vs.core, "animesr")
 
 
+@pytest.mark.slow
 def test_quick_run_prints_every_row(bench, weights_v2: Path, tmp_path: Path, capsys) -> None:
     out = tmp_path / "bench.md"
     rc = bench.main(["--quick", "--sizes", "24x16", "--frames", "2", "--threads", "1", "--devices", "cpu",

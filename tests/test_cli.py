@@ -284,6 +284,7 @@ def test_ctrl_c_exits_130_and_removes_partial_file(tmp_path, entry, delay):
 # ---------------------------------------------------------------------------------------------- real engine
 
 
+@pytest.mark.slow
 def test_upscale_demo_video_4x(demo_video, weights_v2, tmp_path):
     """The CLI end to end on real footage: 4x size, same frame count and rate, audio copied, HEVC 10-bit."""
     out = tmp_path / "x4.mp4"

@@ -37,6 +37,7 @@ TINY_GAN = ("data.gt_size=32", "data.clip_len=3", "data.num_clips=6", "disc.num_
 
 
 @pytest.mark.skipif(shutil.which("torchrun", path=str(Path(sys.executable).parent)) is None, reason="no torchrun")
+@pytest.mark.slow
 def test_torchrun_two_processes_equal_one_process_with_double_batch(tmp_path: Path) -> None:
     """GAN stage (G and D both under DDP, EMA): 2 x batch 1 with gloo == 1 x batch 2, to float32 rounding."""
     cfg = str(CONFIGS / "train_tiny_vsr_gan.yml")
@@ -61,6 +62,7 @@ def test_torchrun_two_processes_equal_one_process_with_double_batch(tmp_path: Pa
             assert rb[k] == pytest.approx(ra[k], rel=1e-5, abs=1e-7), (ra["iter"], k)
 
 
+@pytest.mark.slow
 def test_sigkill_mid_run_then_resume_continues_exactly(tmp_path: Path) -> None:
     cfg = str(CONFIGS / "train_tiny_vsr_l1.yml")
     sets = _sets("data.gt_size=32", "data.clip_len=3", "train.iters=24", "log.log_every=1", "log.save_every=3",

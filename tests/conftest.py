@@ -141,3 +141,12 @@ def weights_v2() -> Path:
     from vsanimesr.weights import fetch
 
     return fetch("v2")
+
+
+@pytest.fixture()
+def pretend_bf16_cpu(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Let ``bf16=True`` compute in bfloat16 on any CPU (the engine falls back to fp32 on CPUs without bf16
+    instructions, where bf16 is emulated, about 10x slower): for tests of bf16's numerics."""
+    from vsanimesr.backends import cpu
+
+    monkeypatch.setattr(cpu, "bf16_missing", lambda: None)

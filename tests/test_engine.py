@@ -270,7 +270,7 @@ def test_tiled_output_stays_close_to_untiled(conformance: dict) -> None:
     assert psnr(np.clip(whole, 0, 1), np.clip(tiled, 0, 1)) >= 50
 
 
-def test_bf16_stays_close_to_fp32_and_keeps_the_state_in_fp32(conformance: dict) -> None:
+def test_bf16_stays_close_to_fp32_and_keeps_the_state_in_fp32(conformance: dict, pretend_bf16_cpu: None) -> None:
     lr = conformance["lr"].transpose(0, 2, 3, 1)
     kw = dict(device="cpu", reset_interval=0, scene_threshold=0)
     ref = AnimeSR(**kw).upscale(lr)

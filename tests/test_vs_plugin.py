@@ -160,7 +160,7 @@ def test_rgbh_in_rgbh_out(core, reference):
     assert np.abs(out - reference["smooth"][1]).max() < 5e-3  # half input/output, fp32 compute on the CPU
 
 
-def test_bf16_option_reaches_the_engine(core, reference):
+def test_bf16_option_reaches_the_engine(core, reference, pretend_bf16_cpu):
     up = core.animesr.Upscale(clip_from(core, smooth_frames(), vs.RGBS), model="v2", device="cpu", bf16=1, **SETTINGS)
     out = planes(up.get_frame(1))
     diff = np.abs(out - reference["smooth"][1]).max()

@@ -35,6 +35,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from vsanimesr.backends import make_step, use_bf16
 from vsanimesr.loader import WeightsError, load_model
 from vsanimesr.options import (
     DEFAULT_RESET_INTERVAL,
@@ -153,7 +154,8 @@ class AnimeSR:
             raise OptionError("output_cache", output_cache, "must be an integer >= 1").prefixed("AnimeSR")
         self.options = opts
         self.output_cache = output_cache
-        self.fp16, self.bf16 = bool(opts.fp16), opts.bf16
+        self.fp16 = bool(opts.fp16)
+        self.bf16 = opts.bf16 and use_bf16(self.device)  # a CPU without bf16 instructions: fp32 and one warning
         self.tf32 = opts.tf32 and self.device.type == "cuda"
         self.dtype = torch.float16 if self.fp16 else torch.float32
         # Tiles and overlaps are kept on the network's 4-pixel grid so that every tile is a valid input size.
@@ -172,14 +174,19 @@ class AnimeSR:
             raise OptionError("model", opts.model, str(e)).prefixed("AnimeSR") from e
         self.scale: int = net.scale
         """The model's own upscaling factor (4 for the published models)."""
-        self.channels_last = (self.device.type in ("cpu", "cuda")) if channels_last is None else channels_last
+        if channels_last is None:  # other backends than torch take plain NCHW tensors
+            channels_last = self.device.type in ("cpu", "cuda") and opts.backend == "torch"
+        self.channels_last = channels_last
         net = net.to(self.device, self.dtype)
         if self.channels_last:
             net = net.to(memory_format=torch.channels_last)
         self.net = net
-        self._step_fn: Callable[[Tensor, Tensor, Tensor], tuple[Tensor, Tensor]] = net
-        if opts.compile:
-            self._step_fn = torch.compile(net, dynamic=False)
+        try:
+            self._step_fn: Callable[[Tensor, Tensor, Tensor], tuple[Tensor, Tensor]] = make_step(
+                opts.backend, net, model_path=self.model_path, device=self.device, precision=self.precision,
+                compile=opts.compile)
+        except OptionError as e:
+            raise e.prefixed("AnimeSR") from None
         self.steps = 0
         """Network steps executed so far by all sessions (a step = one frame through the network, all tiles)."""
         self._steps_lock = threading.Lock()

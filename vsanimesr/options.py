@@ -35,8 +35,9 @@ DEFAULT_WARMUP = 4
 DEFAULT_SCENE_THRESHOLD = 0.15
 """Cut when the histogram distance of consecutive low-resolution frames exceeds this (see engine.scene_metric)."""
 
-BACKENDS = ("torch",)
-"""Network-step implementations the engine can use (see vsanimesr/engine.py)."""
+BACKENDS = ("torch", "openvino")
+"""Network-step implementations the engine can use (see vsanimesr/backends/): PyTorch, or OpenVINO on the CPU
+(optional extra ``vapoursynth-animesr[openvino]``)."""
 
 
 class OptionError(ValueError):
@@ -66,7 +67,8 @@ class Options:
     device: str = _opt("auto", "'auto' (CUDA when available), 'cpu', 'cuda' or 'cuda:N'", metavar="auto|cpu|cuda[:N]")
     backend: str = _opt("torch", "network-step implementation: " + ", ".join(BACKENDS), choices=BACKENDS)
     fp16: bool | None = _opt(None, "half-precision compute (CUDA only); unset: on for RGBH input on CUDA")
-    bf16: bool = _opt(False, "bfloat16 convolutions (fast only on CPUs with AVX512-BF16/AMX and on GPUs)")
+    bf16: bool = _opt(False, "bfloat16 convolutions (GPUs, and CPUs with AVX512-BF16/AMX-BF16; other CPUs emulate "
+                             "bf16 about 10x slower, so there it falls back to fp32 with a warning)")
     tf32: bool = _opt(False, "let fp32 convolutions on CUDA use TF32 tensor cores (faster, less exact)")
     compile: bool = _opt(False, "run the network through torch.compile (faster after a slow first call)")
     tile: int = _opt(0, "tile size in input pixels (0 = whole frame); each tile keeps its own recurrent state",

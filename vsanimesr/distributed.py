@@ -401,7 +401,8 @@ def _render_chunk(job: _ChunkJob, board: Any) -> dict[str, Any]:
         board.report.remote(chunk.index, len(chunk))
     upscale = t_up - reader.decode_s  # the session decodes the frames it asks for; count that as decoding
     return {"file": seg.name, "sha256": _sha256(seg), "frames": written, "steps": session.steps,
-            "seconds": {"engine": t_engine, "decode": reader.decode_s, "upscale": upscale, "encode": t_enc}}
+            "seconds": {"engine": t_engine, "decode": reader.decode_s, "lead_in": reader.lead_in_s, "upscale": upscale,
+                        "encode": t_enc}}
 
 
 class _ChunkReader:
@@ -413,12 +414,16 @@ class _ChunkReader:
         self.next = job.chunk.first
         self.frames = _decode_range(job)
         self.decode_s = 0.0
+        self.lead_in_s = 0.0  # decoding up to the chunk's first output frame: the seek's pre-roll and the lead-in
 
     def get(self, k: int) -> np.ndarray:
         while self.next <= k:
             t = time.perf_counter()
             self.buf[self.next] = next(self.frames)
-            self.decode_s += time.perf_counter() - t
+            dt = time.perf_counter() - t
+            self.decode_s += dt
+            if self.next < self.job.chunk.start:
+                self.lead_in_s += dt
             self.next += 1
         try:
             return self.buf[k]
@@ -630,9 +635,15 @@ class _WorkDir:
         for p in (self.path / "segments").iterdir():
             if p.name not in keep and p.is_file():
                 p.unlink(missing_ok=True)
+        self.tidy()
+        return good
+
+    def tidy(self) -> None:
+        """Remove what failed or killed attempts left behind (partial segments, pid files)."""
+        for p in (self.path / "segments").glob(".*.partial.*"):
+            p.unlink(missing_ok=True)
         for p in (self.path / "running").glob("*.pid"):
             p.unlink(missing_ok=True)
-        return good
 
     def record(self, chunk: Chunk, result: dict[str, Any]) -> None:
         self.manifest["done"][str(chunk.index)] = result
@@ -735,6 +746,12 @@ def upscale_video(
         summary = _run(wd, src, dest, options, workers=workers, address=address, threads=threads,
                        chunk_frames=chunk_frames, codec=codec, crf=crf, preset=preset, frames=frames, crop=crop,
                        retries=retries, gpus_per_worker=gpus_per_worker, overwrite=overwrite, progress=progress)
+        wd.tidy()
+    except KeyboardInterrupt:
+        done = len(wd.manifest.get("done", {}))
+        log.warning("interrupted: %d of %d chunks are finished and kept in %s; run the same command again to resume",
+                    done, len(wd.manifest.get("chunks", [])), wd.path)
+        raise
     finally:
         wd.close()
     if own_work:
@@ -761,8 +778,9 @@ def _run(wd: _WorkDir, src: Path, dest: Path, options: Options, *, workers: int 
         if crop.x + crop.width > index.width or crop.y + crop.height > index.height:
             raise VideoError(f"crop {crop.width}x{crop.height}+{crop.x}+{crop.y} does not fit the "
                              f"{index.width}x{index.height} input")
+    weights, scale = _model(options)
     base_h, base_w = (box[3], box[2]) if box else (index.height, index.width)
-    size = target_size(base_h, base_w, 4 if options.outscale is None else options.outscale, even=True)
+    size = target_size(base_h, base_w, scale if options.outscale is None else options.outscale, even=True)
     chunks = plan_chunks(num_frames, options, chunk_frames)
 
     with contextlib.closing(_Cluster(address, workers, gpus_per_worker)) as cluster:
@@ -770,9 +788,8 @@ def _run(wd: _WorkDir, src: Path, dest: Path, options: Options, *, workers: int 
         if threads is None:  # CPU workers share the cores; a GPU worker's CPU only feeds the GPU and the encoder
             threads = 1 if gpu or address is not None else max(1, (os.cpu_count() or 1) // (workers or 1))
         worker_options = options.replace(device="cuda" if gpu else "cpu")
-        model_sha = None if options.model in ("v1", "v2") else _sha256(Path(options.model))
         settings = _settings(worker_options, codec=codec, crf=crf, preset=preset,
-                             frames=FrameRange(frames.start, end), crop=crop, model_sha256=model_sha)
+                             frames=FrameRange(frames.start, end), crop=crop, model_sha256=_sha256(weights))
         wd.open_manifest(identity, settings, chunks)
         done = wd.finished(chunks, codec)
         todo = [c for c in chunks if c.index not in done]
@@ -825,6 +842,19 @@ def _run(wd: _WorkDir, src: Path, dest: Path, options: Options, *, workers: int 
                          f"{str(wd.path)!r}?)")
     return {**joined, "chunks": len(chunks), "reused": len(done), "results": results, "seconds": seconds,
             "work_dir": str(wd.path)}
+
+
+def _model(options: Options) -> tuple[Path, int]:
+    """The weight file and the model's scale, read in the driver so that a bad model fails before Ray starts."""
+    from vsanimesr.loader import WeightsError, load_state_dict, model_info
+    from vsanimesr.options import OptionError
+    from vsanimesr.weights import resolve
+
+    try:
+        path = resolve(options.model)
+        return path, model_info(load_state_dict(path), source=str(path)).scale
+    except (ValueError, WeightsError) as e:  # WeightsError is a ValueError; both name the file and the problem
+        raise OptionError("model", options.model, str(e)).prefixed("upscale_video") from e
 
 
 class _Cluster:
@@ -910,6 +940,7 @@ class _Cluster:
         board = ray.remote(num_cpus=0)(_ProgressBoard).remote()
         queue = list(jobs)
         running: dict[Any, Chunk] = {}
+        submitted: dict[int, float] = {}
         results: dict[int, dict[str, Any]] = {}
         failures: list[tuple[Chunk, str]] = []
         finished_frames = 0
@@ -917,6 +948,7 @@ class _Cluster:
             while queue or running:
                 while queue and len(running) < workers:
                     j = queue.pop(0)
+                    submitted[j.chunk.index] = time.time()
                     running[task.remote(j, board)] = j.chunk
                 ready, _ = ray.wait(list(running), num_returns=1, timeout=0.5)
                 for ref in ready:
@@ -927,6 +959,7 @@ class _Cluster:
                         failures.append((c, _cause(e)))
                         log.warning("%s failed: %s", c, failures[-1][1])
                         continue
+                    result["submitted"] = submitted[c.index]
                     wd.record(c, result)
                     results[c.index] = result
                     finished_frames += len(c)

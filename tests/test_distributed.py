@@ -289,3 +289,35 @@ def test_vspipe_chunks_equal_one_run(core, tmp_path):
     # Pieces at restart points (0-3, 4-7) and across them (8-10 and 11-13 split the restart at 12).
     pieces = [run("-s", str(a), "-e", str(b), name=f"{a}-{b}.raw") for a, b in ((0, 3), (4, 7), (8, 10), (11, 13))]
     assert b"".join(pieces) == whole
+
+
+# ---------------------------------------------------------------------------------------------- chunks without Ray
+
+
+@pytest.mark.parametrize(("codec", "ext"), [("ffv1", "mkv"), ("hevc", "mp4"), ("h264", "mkv")])
+def test_chunks_in_this_process_join_like_one_run(clip, tmp_path, codec, ext):
+    """``workers=0`` runs the same chunks in this process (no Ray). Lossless: bit for bit. Lossy codecs: every
+    segment is its own encode, so pictures differ within coding noise, but frame count, timestamps and the audio
+    are those of one run, and the joined file decodes cleanly (no timestamp errors across segment boundaries)."""
+    one = tmp_path / f"one.{ext}"
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        from vsanimesr.engine import AnimeSR
+        from vsanimesr.video import transcode_video
+
+        transcode_video(clip, one, AnimeSR(OPTS).stream, codec=codec)
+        summary = upscale_video(clip, tmp_path / f"chunked.{ext}", OPTS, workers=0, threads=1, chunk_frames=CHUNK,
+                                codec=codec)
+    finally:
+        torch.set_num_threads(threads)
+    assert summary["chunks"] == 5 and summary["frames"] == N
+    assert not list(tmp_path.glob(".*chunks"))  # the default work dir goes away after success
+    if codec == "ffv1":
+        assert_same_video(tmp_path / f"chunked.{ext}", one)
+        return
+    t_got, f_got, a_got = decode(tmp_path / f"chunked.{ext}")
+    t_want, f_want, a_want = decode(one)
+    assert t_got == t_want and a_got == a_want > 0
+    err = (f_got.astype(np.float64) - f_want) / 1023
+    assert 10 * np.log10(1 / np.mean(err**2)) > 35

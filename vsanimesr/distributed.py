@@ -333,8 +333,12 @@ def _engine(options: Options) -> Any:
     return sr
 
 
-def _chunk_task(job: _ChunkJob, board: Any = None) -> dict[str, Any]:
-    """Ray task body: upscale one chunk into its segment file; returns what the manifest records."""
+def _chunk_task(job: _ChunkJob, board: Any = None, *, report: Callable[[int, int], Any] | None = None
+                ) -> dict[str, Any]:
+    """Ray task body: upscale one chunk into its segment file; returns what the manifest records.
+
+    Progress (chunk index, frames done) goes to ``board`` (a :class:`_ProgressBoard` actor) or to ``report``.
+    """
     started = time.time()
     work = Path(job.work_dir)
     if not Path(job.src).is_file() or not work.is_dir():
@@ -345,8 +349,11 @@ def _chunk_task(job: _ChunkJob, board: Any = None) -> dict[str, Any]:
     with open(work / "running" / f"{name}.attempts", "a") as f:
         f.write(f"{socket.gethostname()} {os.getpid()} {started:.3f}\n")
     pid_file.write_text(f"{os.getpid()}\n")
+    if board is not None:
+        report = board.report.remote
     try:
-        result = _render_chunk(job, board)
+        with _torch_threads(job.threads):
+            result = _render_chunk(job, report)
     finally:
         pid_file.unlink(missing_ok=True)
     attempts = (work / "running" / f"{name}.attempts").read_text().count("\n")
@@ -354,14 +361,26 @@ def _chunk_task(job: _ChunkJob, board: Any = None) -> dict[str, Any]:
             "started": started, "finished": time.time()}
 
 
-def _render_chunk(job: _ChunkJob, board: Any) -> dict[str, Any]:
-    import av
+@contextlib.contextmanager
+def _torch_threads(n: int) -> Iterator[None]:
+    """torch's CPU threads set to ``n`` (0: unchanged) for a block; the caller's count comes back after (a chunk run
+    in the caller's own process must not change it)."""
     import torch
+
+    before = torch.get_num_threads()
+    if n > 0:
+        torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
+
+
+def _render_chunk(job: _ChunkJob, report: Callable[[int, int], Any] | None) -> dict[str, Any]:
+    import av
 
     chunk = job.chunk
     t0 = time.perf_counter()
-    if job.threads > 0:
-        torch.set_num_threads(job.threads)
     sr = _engine(job.options)
     t_engine = time.perf_counter() - t0
     reader = _ChunkReader(job)
@@ -384,8 +403,8 @@ def _render_chunk(job: _ChunkJob, board: Any) -> dict[str, Any]:
                 t_up += t2 - t1
                 t_enc += t3 - t2
                 reader.release_before(n + 1 - keep)
-                if board is not None and t3 - last_report > 0.5:
-                    board.report.remote(chunk.index, n + 1 - chunk.start)
+                if report is not None and t3 - last_report > 0.5:
+                    report(chunk.index, n + 1 - chunk.start)
                     last_report = t3
             t1 = time.perf_counter()
             written = writer.finish()
@@ -397,8 +416,8 @@ def _render_chunk(job: _ChunkJob, board: Any) -> dict[str, Any]:
         os.replace(tmp, seg)
     finally:
         tmp.unlink(missing_ok=True)
-    if board is not None:
-        board.report.remote(chunk.index, len(chunk))
+    if report is not None:
+        report(chunk.index, len(chunk))
     upscale = t_up - reader.decode_s  # the session decodes the frames it asks for; count that as decoding
     return {"file": seg.name, "sha256": _sha256(seg), "frames": written, "steps": session.steps,
             "seconds": {"engine": t_engine, "decode": reader.decode_s, "lead_in": reader.lead_in_s, "upscale": upscale,
@@ -696,7 +715,9 @@ def upscale_video(
     ``workers`` local Ray workers are started (and stopped) for the run, each with ``threads`` torch threads on the
     CPU (default: the cores shared out) or ``gpus_per_worker`` of a GPU; ``address`` (``"auto"`` or
     ``"HOST:PORT"``) uses a running Ray cluster instead, whose nodes must see ``src`` and ``work_dir`` at the same
-    paths and have this package installed. A local instance listens on the loopback interface only.
+    paths and have this package installed; a Ray connection the caller already made (``ray.init`` in a notebook) is
+    used as it is. A local instance listens on the loopback interface only. Neither (or ``workers=0``): the chunks
+    run one after another in this process, without Ray, still resumable.
 
     Chunks are ``chunk_frames`` long, rounded to whole restart periods (:func:`plan_chunks`). Finished segments and
     the manifest stay in ``work_dir`` (default: a hidden folder beside ``dest``, removed after success), so the same
@@ -717,14 +738,12 @@ def upscale_video(
     frames = FrameRange() if frames is None else frames
     if not isinstance(options, Options):
         raise ValueError(f"{func}: options must be a vsanimesr.options.Options, got {type(options).__name__}")
-    for name, value, low in (("workers", workers, 1), ("threads", threads, 1), ("chunk_frames", chunk_frames, 1),
+    for name, value, low in (("workers", workers, 0), ("threads", threads, 1), ("chunk_frames", chunk_frames, 1),
                              ("retries", retries, 0)):
         if value is not None and (not isinstance(value, int) or isinstance(value, bool) or value < low):
             raise ValueError(f"{func}: {name} must be an integer >= {low}, got {value!r}")
     if address is not None and (not isinstance(address, str) or not address):
         raise ValueError(f"{func}: address must be 'auto' or 'HOST:PORT', got {address!r}")
-    if workers is None and address is None:
-        raise ValueError(f"{func}: give workers (a local Ray instance) or address (a running cluster)")
     if not (isinstance(gpus_per_worker, (int, float)) and 0 < gpus_per_worker <= 1
             or isinstance(gpus_per_worker, int) and gpus_per_worker >= 1):
         raise ValueError(f"{func}: gpus_per_worker must be a fraction in (0, 1] or a whole number, "
@@ -927,6 +946,8 @@ class _Cluster:
     def run(self, jobs: list[_ChunkJob], wd: _WorkDir, *, gpu: bool, threads: int, retries: int,
             show: Callable[[int], None]) -> tuple[dict[int, dict[str, Any]], list[tuple[Chunk, str]]]:
         """Run the jobs; each finished chunk is recorded in the manifest at once. Returns results and failures."""
+        if self.address is None and self.workers == 0:
+            return self._run_here(jobs, wd, retries=retries, show=show)
         ray = self._connect(gpu=gpu, threads=threads)
         workers = self.workers
         if workers is None:
@@ -972,6 +993,31 @@ class _Cluster:
             for ref in running:  # interrupted: stop what still runs (finished chunks are recorded already)
                 with contextlib.suppress(Exception):
                     ray.cancel(ref, force=True)
+        return results, failures
+
+    def _run_here(self, jobs: list[_ChunkJob], wd: _WorkDir, *, retries: int, show: Callable[[int], None]
+                  ) -> tuple[dict[int, dict[str, Any]], list[tuple[Chunk, str]]]:
+        """``workers=0``: the chunks one after another in this process, without Ray (still resumable)."""
+        results: dict[int, dict[str, Any]] = {}
+        failures: list[tuple[Chunk, str]] = []
+        finished = 0
+        for j in jobs:
+            c = j.chunk
+            for attempt in range(retries + 1):
+                try:
+                    t = time.time()
+                    result = _chunk_task(j, report=lambda _i, n, base=finished: show(base + n))
+                except (VideoError, OSError, RuntimeError, ValueError) as e:
+                    why = " ".join((str(e) or type(e).__name__).split())
+                    log.warning("%s, attempt %d: %s", c, attempt + 1, why)
+                    continue
+                result["submitted"] = t
+                wd.record(c, result)
+                results[c.index] = result
+                finished += len(c)
+                break
+            else:
+                failures.append((c, why))
         return results, failures
 
     def close(self) -> None:

@@ -16,7 +16,7 @@ set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 VENV="${VENV:-$ROOT/.venv}"
-EXTRAS="video,train,eval,test,openvino,onnx"
+EXTRAS="video,train,eval,test,openvino,onnx,distributed"
 MIN_MINOR=12  # Python 3.12 or newer
 
 say() { printf 'bootstrap: %s\n' "$*" >&2; }

@@ -61,14 +61,19 @@ class Codec:
 
     encoder: str
     pix_fmt: str
-    default_crf: int
+    default_crf: int | None
+    """None: a lossless codec (no quality level)."""
     bits: int
+    fixed: tuple[tuple[str, str], ...] = ()
+    """Encoder options always passed."""
 
 
 CODECS: dict[str, Codec] = {
     "hevc": Codec("libx265", "yuv420p10le", 18, 10),
     "h264": Codec("libx264", "yuv420p", 16, 8),
     "av1": Codec("libsvtav1", "yuv420p10le", 24, 10),
+    # Lossless, every frame a keyframe, checksummed slices: for checks and for encoding later.
+    "ffv1": Codec("ffv1", "yuv420p10le", None, 10, (("g", "1"), ("level", "3"), ("slicecrc", "1"))),
 }
 
 
@@ -348,7 +353,9 @@ def _transcode(
             cc = st.codec_context
             cc.color_range = 1  # limited ("tv") range, what players expect
             cc.colorspace = cc.color_primaries = cc.color_trc = 1  # BT.709, the convention for HD output
-            opts = {"crf": str(spec.default_crf if crf is None else crf)}
+            opts = dict(spec.fixed)
+            if spec.default_crf is not None:
+                opts["crf"] = str(spec.default_crf if crf is None else crf)
             if preset:
                 opts["preset"] = preset
             if spec.encoder == "libx265":

@@ -682,7 +682,7 @@ def train(t: Trainer) -> int:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(prog="python -m training.train", description=__doc__.split("\n\n")[0])
+    ap = argparse.ArgumentParser(prog="animesr-train", description=__doc__.split("\n\n")[0])
     ap.add_argument("config", help="YAML config (see training/configs/train_*.yml)")
     ap.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                     help="override a config value, e.g. --set train.lr_g=1e-4 (repeatable; YAML syntax)")

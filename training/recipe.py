@@ -232,6 +232,12 @@ def plan(
 # --tiny: data made here
 
 
+def tiny_data_paths(root: Path, *, num_videos: int = 2) -> tuple[list[str], list[tuple[str, float]]]:
+    """Where :func:`make_tiny_data` writes: four HR clip folders and ``num_videos`` LQ videos (scale 0.5)."""
+    return ([str(root / "hr" / f"clip{i}") for i in range(4)],
+            [(str(root / f"lq{i + 1}.mp4"), 0.5) for i in range(num_videos)])
+
+
 def make_tiny_data(root: Path, *, seed: int = 0, num_videos: int = 2) -> tuple[list[str], list[tuple[str, float]]]:
     """Four 10-frame 64x64 HR clip folders and ``num_videos`` 48x48 LQ videos (a cartoon, blurred, x4 down,
     H.264 at CRF 30), drawn procedurally: the inputs of ``--tiny``."""
@@ -241,26 +247,21 @@ def make_tiny_data(root: Path, *, seed: int = 0, num_videos: int = 2) -> tuple[l
     from training.degradations import apply_kernel, codec_roundtrip, gaussian_kernel, quantize, resize
     from training.synthetic import make_synthetic_cartoon_clip, write_clip_folder
 
-    clips = []
-    for i in range(4):
-        frames = make_synthetic_cartoon_clip(10, 64, 64, rng=np.random.default_rng([seed, i]))
-        clips.append(str(write_clip_folder(frames, root / "hr" / f"clip{i}")))
-    videos = []
-    for i in range(num_videos):
+    clips, videos = tiny_data_paths(root, num_videos=num_videos)
+    for i, folder in enumerate(clips):
+        write_clip_folder(make_synthetic_cartoon_clip(10, 64, 64, rng=np.random.default_rng([seed, i])), folder)
+    for i, (path, _) in enumerate(videos):
         hr = make_synthetic_cartoon_clip(8, 192, 192, rng=np.random.default_rng([seed, 100 + i]))
         x = torch.from_numpy(hr).permute(0, 3, 1, 2).float() / 255.0
         x = resize(apply_kernel(x, gaussian_kernel(size=9, sigma_x=1.2, sigma_y=1.2)), factor=0.25, mode="area")
         lq = codec_roundtrip(quantize(x.clamp(0, 1).permute(0, 2, 3, 1).numpy()), crf=30)
-        path = root / f"lq{i + 1}.mp4"
-        path.parent.mkdir(parents=True, exist_ok=True)
-        with av.open(str(path), "w") as c:
+        with av.open(path, "w") as c:
             st = c.add_stream("libx264", rate=Fraction(24, 1))
             st.width, st.height, st.pix_fmt = 48, 48, "yuv420p"
             st.options = {"crf": "0"}  # the degradation above is the real one; store it losslessly
             for f in lq:
                 c.mux(st.encode(av.VideoFrame.from_ndarray(f, format="rgb24")))
             c.mux(st.encode(None))
-        videos.append((str(path), 0.5))
     return clips, videos
 
 
@@ -318,7 +319,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.tiny:
             if args.clips or args.lq_videos:
                 raise ConfigError("--tiny draws its own data; leave out --clips and --lq-videos", source="recipe")
-            clips, lq = make_tiny_data(out / "data") if not args.dry_run else (["<tiny clips>"], [("<lq>", 0.5)] * 2)
+            clips, lq = tiny_data_paths(out / "data") if args.dry_run else make_tiny_data(out / "data")
         else:
             clips = args.clips
             if not clips or not lq:
@@ -342,7 +343,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     t_all = time.perf_counter()
     for step in steps:
         if args.dry_run:
-            print(f"[{step.name}] {' '.join(step.command)}")
+            state = "done earlier, would skip: " if step.done(out) else ""
+            print(f"[{step.name}] {state}{' '.join(step.command)}")
             continue
         if step.done(out):
             print(f"[{step.name}] done earlier, skipped")

@@ -107,6 +107,9 @@ class DegradedStream:
     Each HR batch is a mapping with ``gt`` (B,T,3,H,W), uint8 or float in [0, 1], ``seed`` (B,) integers and
     optionally ``key`` (B,) strings. ``depth`` batches are kept in flight so the codec round trips overlap with
     training. Counters: :attr:`clips`, :attr:`fallbacks` (clips left uncompressed after a codec failure).
+
+    Codec workers are spawned processes: a script that creates a stream with ``codec_workers > 0`` needs the
+    usual ``if __name__ == "__main__":`` guard (``python -m training.train`` has it).
     """
 
     def __init__(
@@ -138,7 +141,12 @@ class DegradedStream:
 
     def __next__(self) -> tuple[Tensor, Tensor]:
         while len(self._pending) < self.depth:
-            self._pending.append(self._start(next(self.batches)))
+            batch = next(self.batches, None)
+            if batch is None:  # the source ended: hand out what is in flight
+                break
+            self._pending.append(self._start(batch))
+        if not self._pending:
+            raise StopIteration
         return self._finish(self._pending.popleft())
 
     def close(self) -> None:

@@ -22,7 +22,9 @@ cv2 = pytest.importorskip("cv2")
 
 from conftest import load_script, shared_path  # noqa: E402
 
+from training import build_dataset as bd  # noqa: E402
 from training import clipselect as cs  # noqa: E402
+from training.configio import ConfigError  # noqa: E402
 from training.scoring import NiqeScorer, SharpnessScorer, make_scorer  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
@@ -131,8 +133,29 @@ def test_select_windows_on_handmade_stats():
     got = cs.select_windows(stats, [40], cfg)
     assert [(w.start, w.end, w.cuts) for w in got] == [(50, 60, ()), (35, 45, (40,))]
     assert cs.select_windows(stats, [], cs.SelectConfig(clip_len=10, min_motion=5.0, score_every=2)) == []
-    with pytest.raises(ValueError, match="SelectConfig: score_every must be <= clip_len"):
+    with pytest.raises(ConfigError, match="SelectConfig: score_every must be <= clip_len"):
         cs.SelectConfig(clip_len=10, score_every=20)
+
+
+def test_quality_gate_is_absolute_and_lower_is_better_aware():
+    """Ranking is within a video; the gate is not: a video whose every window is poor yields no clip."""
+    n = 40
+    q = np.full(n, math.nan)
+    q[::2] = np.linspace(9.0, 7.0, n)[::2]  # NIQE-like (lower is better): 9 -> 7
+    motion = np.r_[math.nan, np.full(n - 1, 2.0)]
+    stats = cs.FrameStats(W, H, 24.0, content=np.zeros(n), palette=np.zeros(n), motion=motion, flat=np.zeros(n),
+                          quality={"niqe": q}, higher_is_better={"niqe": False})
+    base = dict(clip_len=10, score_every=2)
+    best = cs.select_windows(stats, [], cs.SelectConfig(**base, quality_gate=()))
+    assert len(best) == 1 and best[0].start >= 29  # without a gate the best (latest) window always wins
+    assert cs.select_windows(stats, [], cs.SelectConfig(**base, quality_gate=(("niqe", 7.0),))) == []
+    gated = cs.select_windows(stats, [], cs.SelectConfig(**base, quality_gate=(("niqe", 8.0),)))
+    assert gated and all(w.quality["niqe"] <= 8.0 for w in gated)
+    report = cs.gate_report(stats, [], cs.SelectConfig(**base, quality_gate=(("niqe", 7.0),)))
+    assert report["eligible"] == 31 and report["rejected"] == 31
+    assert report["best"]["niqe"] == pytest.approx(best[0].quality["niqe"])
+    # a gate on a scorer that is not in use is ignored (the default gates sharpness, absent here)
+    assert cs.select_windows(stats, [], cs.SelectConfig(**base)) == best
 
 
 def test_make_scorer_plugins():
@@ -160,16 +183,18 @@ def test_analysis_finds_cut_static_black_and_motion(stats: cs.FrameStats):
 
 def test_cut_clip_crosses_the_known_cut(stats: cs.FrameStats):
     cuts = cs.detect_cuts(stats.content, stats.palette, threshold=30.0, palette_threshold=0.15, min_shot_len=8)
-    cfg = cs.SelectConfig(clip_len=CLIP_LEN, clips_per_video=0, cut_clips=1, score_every=5)
+    cfg = cs.SelectConfig(clip_len=CLIP_LEN, clips_per_video=0, cut_clips=1, score_every=5, quality_gate=())
     (crossing,) = cs.select_windows(stats, cuts, cfg)
     assert len(crossing.cuts) == 1 and abs(crossing.cuts[0] - 50) <= 1  # never the cut into the black stretch
     assert crossing.cuts[0] - crossing.start >= 10 and crossing.end - crossing.cuts[0] >= 10
 
 
 def test_build_dataset_end_to_end_resume_and_corrupt(video_dir: Path, tmp_path: Path, caplog):
-    script = load_script("build_dataset")
+    script = load_script("build_dataset")  # the checkout's script: a thin wrapper around training.build_dataset
     out = tmp_path / "clips"
     argv = [
+        "--quality-gate",
+        "sharpness=0.0001",  # the test textures are soft (sharpness 0.00027): see the next test for the default
         "--videos",
         str(video_dir),
         "--out",
@@ -191,6 +216,7 @@ def test_build_dataset_end_to_end_resume_and_corrupt(video_dir: Path, tmp_path: 
     (clip,) = ep["clips"]
     assert MOVING.start <= clip["start"] and clip["end"] <= MOVING.stop and clip["end"] - clip["start"] == CLIP_LEN
     assert set(clip["quality"]) == {"niqe", "sharpness"}
+    assert ep["quality_gate"]["rejected"] == 0 and manifest["config"]["select"]["quality_gate"] == {"sharpness": 1e-4}
 
     folder = out / clip["folder"]
     pngs = sorted(p.name for p in folder.iterdir())
@@ -209,7 +235,7 @@ def test_build_dataset_end_to_end_resume_and_corrupt(video_dir: Path, tmp_path: 
     # re-run: the finished video is skipped (its folder untouched), the broken one is tried again and still fails
     mtime = folder.stat().st_mtime_ns
     with caplog.at_level(logging.INFO, logger="build_dataset"):
-        assert script.main(argv) == 0
+        assert bd.main(argv) == 0
     assert "episode.mp4: already done, skipped" in caplog.text
     assert folder.stat().st_mtime_ns == mtime
     again = json.loads((out / "manifest.json").read_text())
@@ -230,16 +256,34 @@ def test_demo_clip_cut_and_static_first_shot():
     assert [(w.start >= 100, w.end - w.start) for w in cs.select_windows(stats, cuts, cfg)] == [(True, 50)]
 
 
+def test_default_quality_gate_rejects_a_soft_video_and_says_so(video_dir: Path, tmp_path: Path, capsys):
+    out = tmp_path / "clips"
+    argv = ["--videos", str(video_dir / "episode.mp4"), "--out", str(out), "--clip-len", str(CLIP_LEN),
+            "--score-every", "5", "--no-progress", "--scorer", "sharpness"]
+    assert bd.main(argv) == 0
+    (ep,) = json.loads((out / "manifest.json").read_text())["videos"].values()
+    assert ep["status"] == "no_clips" and ep["clips"] == []
+    gate = ep["quality_gate"]
+    assert gate["eligible"] > 0 and gate["rejected"] == gate["eligible"] and gate["best"]["sharpness"] < 0.001
+    assert "fail the quality gate" in ep["reason"]
+    assert "1 below the quality gate" in capsys.readouterr().out
+    assert bd.main([*argv, "--force", "--no-quality-gate"]) == 0
+    (ep,) = json.loads((out / "manifest.json").read_text())["videos"].values()
+    assert ep["status"] == "done" and len(ep["clips"]) == 1
+    assert bd.main([*argv, "--quality-gate", "niqe=5"]) == 2  # a gate on a scorer that is not in use
+    assert "not in use" in capsys.readouterr().err
+
+
 def test_yaml_config_defaults_flags_win_and_unknown_keys(tmp_path: Path, capsys):
-    script = load_script("build_dataset")
     cfg_file = tmp_path / "select.yaml"
-    cfg_file.write_text("clip_len: 40\nmin_motion: 1\nscorers: [sharpness]\nscorer_weights: {sharpness: 2}\n")
-    args = script.parse_args(["--config", str(cfg_file), "--videos", "x", "--out", "y", "--clip-len", "20"])
-    cfg = script.config_from_args(args)
+    cfg_file.write_text("clip_len: 40\nmin_motion: 1\nscorers: [sharpness]\nscorer_weights: {sharpness: 2}\n"
+                        "quality_gate: {sharpness: 0.002}\n")
+    args = bd.parse_args(["--config", str(cfg_file), "--videos", "x", "--out", "y", "--clip-len", "20"])
+    cfg = bd.config_from_args(args)
     assert (cfg.clip_len, cfg.min_motion, cfg.weight_of("sharpness")) == (20, 1.0, 2.0)
-    assert args.file_scorers == ["sharpness"]
+    assert cfg.scorers == ("sharpness",) and cfg.quality_gate == (("sharpness", 0.002),)
     cfg_file.write_text("clip_len: 40\nclip_length: 3\n")
-    assert script.main(["--config", str(cfg_file), "--videos", "x", "--out", "y"]) == 2
-    assert "SelectConfig: unknown keys ['clip_length']" in capsys.readouterr().err
-    with pytest.raises(ValueError, match="SelectConfig: clip_len must be int"):
+    assert bd.main(["--config", str(cfg_file), "--videos", "x", "--out", "y"]) == 2
+    assert "select.yaml: unknown key 'clip_length'" in capsys.readouterr().err
+    with pytest.raises(ConfigError, match="key 'clip_len' must be an integer"):
         cs.SelectConfig.from_mapping({"clip_len": 2.5})

@@ -16,12 +16,15 @@ from training.degradations import (
     DegradationConfig,
     add_gaussian_noise,
     apply_kernel,
+    apply_tensor_steps,
     codec_roundtrip,
     degrade_clip,
+    draw_degradation,
     gaussian_kernel,
     quantize,
     resize,
 )
+from training.degradations.batched import DegradedStream
 from training.lbo_arch import LBONet, load_lbo
 from training.synthetic import make_synthetic_cartoon_clip
 from vsanimesr.loader import WeightsError
@@ -160,7 +163,7 @@ def _hr(seed: int = 0, t: int = 6, size: int = 64) -> torch.Tensor:
 
 
 def test_degrade_clip_shape_range_params_and_determinism():
-    cfg = DegradationConfig.from_yaml(REPO / "examples/configs/degradations.yml")
+    cfg = DegradationConfig.from_yaml(REPO / "training/configs/degradations.yml")
     hr = _hr()
     lr1, p1 = degrade_clip(hr, cfg, rng=np.random.default_rng(5))
     lr2, p2 = degrade_clip(hr, cfg, rng=np.random.default_rng(5))
@@ -221,7 +224,7 @@ def test_config_rejects_unknown_keys_naming_key_and_file(tmp_path):
 
 def test_example_configs_round_trip():
     for name in ("degradations.yml", "degradations_lbo.yml"):
-        cfg = DegradationConfig.from_yaml(REPO / "examples/configs" / name)
+        cfg = DegradationConfig.from_yaml(REPO / "training/configs" / name)
         assert DegradationConfig.from_dict(cfg.to_dict()) == cfg
     assert cfg.resize.lbo_prob == 0.5
 
@@ -247,10 +250,122 @@ def test_lbonet_shapes_and_load_lbo_wrappers(tmp_path):
 @pytest.mark.gpu
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
 def test_degrade_clip_on_cuda_matches_shapes_and_is_deterministic():
-    cfg = DegradationConfig.from_yaml(REPO / "examples/configs/degradations_lbo.yml")
+    cfg = DegradationConfig.from_yaml(REPO / "training/configs/degradations_lbo.yml")
     pool = [LBONet(num_feat=8).eval().cuda()]
     hr = _hr().cuda()
     a, pa = degrade_clip(hr, cfg, rng=np.random.default_rng(3), lbo_pool=pool)
     b, pb = degrade_clip(hr, cfg, rng=np.random.default_rng(3), lbo_pool=pool)
     assert a.is_cuda and a.shape == (6, 3, 16, 16) and pa == pb
     torch.testing.assert_close(a, b, atol=1 / 255, rtol=0)
+
+
+# --------------------------------------------------------------------------------------------------- on the device
+
+
+def _hr_batch(n: int = 4, t: int = 5, size: int = 64) -> torch.Tensor:
+    return torch.stack([_hr(seed, t=t, size=size) for seed in range(n)])
+
+
+def _lbo_pool() -> list[LBONet]:
+    torch.manual_seed(0)
+    return [LBONet(num_feat=8).eval(), LBONet(num_feat=8).eval()]
+
+
+def test_batched_tensor_steps_do_not_depend_on_the_batch():
+    """A clip's degradation is a function of its own seed: the same alone, in any batch, in any position."""
+    cfg = DegradationConfig.from_yaml(REPO / "training/configs/degradations_lbo.yml")
+    pool = _lbo_pool()
+    hr = _hr_batch()
+    draws = [draw_degradation(cfg, np.random.default_rng(100 + i), num_frames=5, num_lbos=2) for i in range(4)]
+    assert len({d.resize for d in draws}) > 1  # the batch mixes operators (interpolations and LBOs)
+    together = apply_tensor_steps(hr, draws, cfg, pool)
+    assert together.shape == (4, 5, 3, 16, 16)
+    for i in range(4):
+        assert torch.equal(apply_tensor_steps(hr[i : i + 1], draws[i : i + 1], cfg, pool)[0], together[i])
+    order = [2, 0, 3, 1]
+    assert torch.equal(apply_tensor_steps(hr[order], [draws[i] for i in order], cfg, pool), together[order])
+
+
+def test_degraded_stream_equals_degrade_clip_per_item():
+    """The training path (batched on the device, codec per clip) gives exactly what degrade_clip gives."""
+    cfg = DegradationConfig.from_yaml(REPO / "training/configs/degradations_lbo.yml")
+    pool = _lbo_pool()
+    hr = (_hr_batch() * 255).round().to(torch.uint8)
+    seeds = torch.tensor([7, 8, 9, 10])
+    stream = DegradedStream(iter([{"gt": hr, "seed": seeds}] * 3), cfg, device=torch.device("cpu"), lbo_pool=pool)
+    gt, lq = next(stream)
+    assert torch.equal(gt, hr.float() / 255)
+    for i in range(4):
+        ref, params = degrade_clip(hr[i].float() / 255, cfg, rng=np.random.default_rng(int(seeds[i])), lbo_pool=pool)
+        assert torch.equal(lq[i], ref), i
+        assert "fallback" not in params["codec"]
+    assert stream.fallbacks == 0 and stream.clips == 4
+
+
+def test_codec_worker_processes_give_the_same_clips():
+    cfg = DegradationConfig.from_dict({"blur": {"kernel_size": 7}})
+    hr = (_hr_batch(n=2, t=4, size=32) * 255).round().to(torch.uint8)
+    batches = [{"gt": hr, "seed": torch.tensor([1, 2]), "key": ["a", "b"]}] * 3
+    inline = DegradedStream(iter(batches), cfg, device=torch.device("cpu"), codec_workers=0)
+    pooled = DegradedStream(iter(batches), cfg, device=torch.device("cpu"), codec_workers=1)
+    try:
+        for _ in range(2):
+            assert torch.equal(next(inline)[1], next(pooled)[1])
+    finally:
+        pooled.close()
+    assert pooled.fallbacks == 0
+
+
+def test_codec_failure_keeps_the_clip_uncompressed_and_is_counted(caplog):
+    """x265 cannot open frames under 16 pixels: the clip stays uncompressed (as the published code did)."""
+    cfg = DegradationConfig.from_dict({"order": ["resize", "codec"], "codec": {"codecs": {"libx265": 1}}})
+    hr = _hr(t=3, size=32)  # LR 8x8
+    lr, params = degrade_clip(hr, cfg, rng=np.random.default_rng(0))
+    assert "ArgumentError" in params["codec"]["fallback"]
+    plain = apply_tensor_steps(hr[None], [draw_degradation(cfg, np.random.default_rng(0), num_frames=3)], cfg)[0]
+    assert torch.equal(lr, torch.round(plain.clamp(0, 1) * 255) / 255)  # quantised, not encoded
+    batch = {"gt": hr[None].repeat(2, 1, 1, 1, 1), "seed": torch.tensor([3, 4]), "key": ["x/0", "y/5"]}
+    stream = DegradedStream(iter([batch]), cfg, device=torch.device("cpu"))
+    with caplog.at_level("WARNING", logger="training.degradations"):
+        next(stream)
+    assert stream.fallbacks == 2 and "clip y/5 failed" in caplog.text and "uncompressed" in caplog.text
+
+
+def test_crf_values_x264_cannot_open_are_rejected():
+    with pytest.raises(ConfigError, match=r"codec\.crf \[0\.5, 30\.0\].*losslessly"):
+        DegradationConfig.from_dict({"codec": {"crf": [0.5, 30]}})
+    DegradationConfig.from_dict({"codec": {"codecs": {"libx265": 1}, "crf": [0, 30]}})  # x265 has no such limit
+    clip = _textured_clip(t=2, size=16)
+    with pytest.raises(ValueError, match="codec_roundtrip: crf=0.5 is lossless"):
+        codec_roundtrip(clip, crf=0.5, profile="high")
+    assert codec_roundtrip(clip, crf=1, profile="baseline").shape == clip.shape  # the lowest value that opens
+    with pytest.raises(ConfigError, match="'codec' must be the last step"):
+        DegradationConfig.from_dict({"order": ["codec", "resize"]})
+
+
+def test_one_config_loader_rules():
+    """Degradation configs follow the training configs' rules: YAML 1.1 '1e-4' strings are numbers, true is not."""
+    cfg = DegradationConfig.from_dict({"noise": {"sigma": ["1e0", 5]}, "resize": {"factors": 0.25}})
+    assert cfg.noise.sigma == (1.0, 5.0) and cfg.resize.factors == (0.25,)
+    with pytest.raises(ConfigError, match="'blur.kernel_size' must be an integer, got 7.0"):
+        DegradationConfig.from_dict({"blur": {"kernel_size": 7.0}})
+    with pytest.raises(ConfigError, match="'noise.prob' must be a number, got True"):
+        DegradationConfig.from_dict({"noise": {"prob": True}})
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_degraded_stream_on_cuda_is_reproducible_and_matches_degrade_clip():
+    cfg = DegradationConfig.from_yaml(REPO / "training/configs/degradations_lbo.yml")
+    pool = [n.cuda() for n in _lbo_pool()]
+    hr = (_hr_batch() * 255).round().to(torch.uint8)
+    batch = {"gt": hr, "seed": torch.tensor([7, 8, 9, 10])}
+    a = DegradedStream(iter([batch]), cfg, device=torch.device("cuda"), lbo_pool=pool, codec_workers=1)
+    b = DegradedStream(iter([batch]), cfg, device=torch.device("cuda"), lbo_pool=pool)
+    try:
+        (_, la), (_, lb) = next(a), next(b)
+    finally:
+        a.close()
+    assert la.is_cuda and torch.equal(la, lb)
+    ref, _ = degrade_clip(hr[0].cuda().float() / 255, cfg, rng=np.random.default_rng(7), lbo_pool=pool)
+    torch.testing.assert_close(la[0], ref, atol=2 / 255, rtol=0)

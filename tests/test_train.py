@@ -13,16 +13,16 @@ import torch.nn.functional as F
 import yaml
 from PIL import Image
 
-from training.config import ConfigError, config_from_dict, config_to_dict, load_config
+from training.config import CONFIG_DIR, ConfigError, Stage, config_from_dict, config_to_dict, load_config
 from training.discriminator import MultiScaleDiscriminator
 from training.lbo_arch import LBONet, load_lbo
-from training.losses import PerceptualLoss, VGGWeightsError, lsgan_loss, usm_sharpen
+from training.losses import PerceptualLoss, VGGWeightsError, file_sha256, lsgan_loss, usm_sharpen, vgg19_features
 from training.paired_data import read_rgb
 from training.synthetic import make_synthetic_cartoon_clip
 from training.train import StreamSampler, main
 
 REPO = Path(__file__).resolve().parents[1]
-CONFIGS = REPO / "examples" / "configs"
+CONFIGS = CONFIG_DIR
 
 
 def read_log(run: Path) -> list[dict]:
@@ -56,9 +56,184 @@ def test_config_rejects_unknown_keys_and_bad_types(tmp_path: Path) -> None:
         load_config(p, ["train.lr=1e-4"])
     cfg = load_config(p, ["train.lr_g=1e-4", "model.num_blocks=[2, 1, 1]", "data.paths=a.mp4"])
     assert cfg.train.lr_g == 1e-4 and cfg.model.num_blocks == (2, 1, 1) and cfg.data.paths == ("a.mp4",)
-    with pytest.raises(ConfigError, match="stage"):
+    with pytest.raises(ConfigError, match="'stage' must be one of lbo, lbo_gan, vsr_l1, vsr_gan"):
         load_config(p, ["stage=l2"])
+    assert load_config(p).stage is Stage.VSR_L1  # stage names are typed
     assert main([str(p), "--set", "train.nope=1"]) == 2  # the CLI reports config errors, no traceback
+
+
+def test_one_loader_for_runs_degradations_and_clip_selection(tmp_path: Path) -> None:
+    """Training, degradation and clip-selection configs share one loader: one error class, one set of rules."""
+    import training.configio
+    import training.degradations
+    from training.clipselect import SelectConfig
+    from training.degradations import DegradationConfig
+
+    assert ConfigError is training.configio.ConfigError is training.degradations.ConfigError
+    files = {"run.yml": "stage: vsr_l1\ntrain: {lr_g: 1e-4, iters: 10}\n",  # YAML 1.1 reads 1e-4 as a string
+             "deg.yml": "noise: {sigma: [0, 1e1]}\n", "sel.yml": "min_motion: 5e-1\nclip_len: 10\n"}
+    for name, text in files.items():
+        (tmp_path / name).write_text(text)
+    assert load_config(tmp_path / "run.yml").train.lr_g == 1e-4
+    assert DegradationConfig.from_yaml(tmp_path / "deg.yml").noise.sigma == (0.0, 10.0)
+    assert SelectConfig.from_mapping(yaml.safe_load(files["sel.yml"])).min_motion == 0.5
+    for name, loader, typo in [("run.yml", load_config, "trian: {}\n"),
+                               ("deg.yml", DegradationConfig.from_yaml, "blurr: {}\n"),
+                               ("sel.yml", lambda p: SelectConfig.from_mapping(yaml.safe_load(p.read_text()),
+                                                                              source=str(p)), "clip_length: 3\n")]:
+        (tmp_path / name).write_text(files[name] + typo)
+        with pytest.raises(ConfigError, match=rf"{name}: unknown key '{typo.split(':')[0]}' \(known keys here: "):
+            loader(tmp_path / name)
+    with pytest.raises(ConfigError, match="'train.iters' must be an integer, got 2.5"):
+        config_from_dict({"stage": "vsr_l1", "train": {"iters": 2.5}})
+    with pytest.raises(ConfigError, match="'clip_len' must be an integer, got 2.5"):
+        SelectConfig.from_mapping({"clip_len": 2.5})
+    with pytest.raises(ConfigError, match="'blur.kernel_size' must be an integer, got 2.5"):
+        DegradationConfig.from_dict({"blur": {"kernel_size": 2.5}})
+
+
+def _tiny_run_file(tmp_path: Path, degradation: str | None = None, **data: object) -> Path:
+    """A tiny synthetic vsr_l1 run config in ``tmp_path`` (optionally naming a degradation file beside it)."""
+    cfg = {"stage": "vsr_l1", "run": {"out_dir": str(tmp_path / "run"), "device": "cpu"},
+           "model": {"num_feat": 8, "num_blocks": [1, 1, 1]},
+           "data": {"kind": "synthetic", "num_clips": 4, "num_val": 1, "clip_len": 3, "gt_size": 32,
+                    "batch_size": 2, "num_workers": 0, "codec_workers": 0, **data},
+           "train": {"iters": 2}, "log": {"log_every": 1, "val_every": 100, "save_every": 100}}
+    if degradation is not None:
+        cfg["data"]["degradation"] = degradation
+    tmp_path.mkdir(parents=True, exist_ok=True)
+    path = tmp_path / "run.yml"
+    path.write_text(yaml.safe_dump(cfg))
+    return path
+
+
+def test_load_config_checks_the_degradation_config_in_the_first_second(tmp_path: Path, monkeypatch, capsys) -> None:
+    import time
+
+    run = _tiny_run_file(tmp_path, "deg.yml")
+    (tmp_path / "deg.yml").write_text("blur: {sigma: 2}\n")
+    monkeypatch.chdir(REPO)  # a relative degradation path is relative to the config file, not the directory
+    with pytest.raises(ConfigError, match=r"deg\.yml: unknown key 'blur\.sigma'"):
+        load_config(run)
+    t0 = time.perf_counter()
+    assert main([str(run)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "deg.yml: unknown key 'blur.sigma'" in err[0]
+    assert time.perf_counter() - t0 < 3  # measured 0.02 s: nothing heavy starts before the config is checked
+    (tmp_path / "deg.yml").write_text("scale: 2\nresize: {factors: [0.5]}\n")
+    with pytest.raises(ConfigError, match="has scale 2 but data.scale is 4"):
+        load_config(run)
+    (tmp_path / "deg.yml").write_text((CONFIGS / "degradations_lbo.yml").read_text())
+    with pytest.raises(ConfigError, match=r"uses LBOs \(resize.lbo_prob=0.5\) but data.lbo_pool is empty"):
+        load_config(run)
+    with pytest.raises(ConfigError, match="data.lbo_pool is set but data.degradation .* never uses an LBO"):
+        load_config(_tiny_run_file(tmp_path / "other", str(CONFIGS / "degradations.yml"), lbo_pool=["a.pth"]))
+    cfg = load_config(run, ["data.lbo_pool=[a.pth]"])
+    assert cfg.data.degradation == str(tmp_path / "deg.yml")  # resolved, so the run's config.yml is self-contained
+
+
+@pytest.mark.parametrize(("key", "value"), [("data.paths", "[no/such/clips]"), ("model.pretrained", "no/such.pth"),
+                                            ("perceptual.weights", "no/vgg19.pth")])
+def test_missing_inputs_are_one_line_errors(key: str, value: str, tmp_path: Path, capsys) -> None:
+    sets = ["data.kind=clips"] if key == "data.paths" else []
+    if key == "perceptual.weights":
+        sets = ["stage=vsr_gan", "train.gan_weight=1", "train.perceptual_weight=1", "disc.num_scales=1"]
+    assert main([str(_tiny_run_file(tmp_path)), *[a for s in sets for a in ("--set", s)], "--set",
+                 f"{key}={value}"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("error: ") and f"{key}: " in err[0] and "does not exist" in err[0]
+
+
+def test_rerun_after_a_model_change_says_so_in_one_line(tmp_path: Path, capsys) -> None:
+    run = _tiny_run_file(tmp_path)
+    assert main([str(run)]) == 0
+    capsys.readouterr()
+    assert main([str(run), "--set", "model.num_feat=16", "--set", "train.iters=3"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1, err
+    assert "was made with other model settings (generator {" in err[0] and "'num_feat': 8" in err[0]
+    assert "--set run.resume=false to start fresh" in err[0]
+    assert main([str(run), "--set", "stage=vsr_gan", "--set", "train.gan_weight=1", "--set", "disc.num_scales=1"]) == 2
+    assert "is a 'vsr_l1' checkpoint but the config says stage 'vsr_gan'" in capsys.readouterr().err
+    assert main([str(run), "--set", "model.num_feat=16", "--set", "run.resume=false"]) == 0
+
+
+def test_residual_blocks_start_from_the_official_init() -> None:
+    """Residual-block convs: kaiming-normal x 0.1, zero bias (the published init); other convs keep PyTorch's."""
+    from vsanimesr.archs.animesr import AnimeSRNet, ResidualBlock
+
+    torch.manual_seed(0)
+    net = AnimeSRNet(num_feat=64)
+    blocks = [m for m in net.modules() if isinstance(m, ResidualBlock)]
+    assert len(blocks) == 10
+    w = torch.cat([c.weight.flatten() for b in blocks for c in (b.conv1, b.conv2)])
+    want = 0.1 * (2 / (64 * 9)) ** 0.5  # gain sqrt(2) (ReLU), fan_in 576, then x 0.1
+    assert w.std().item() == pytest.approx(want, rel=0.01) and abs(w.mean().item()) < 0.01 * want
+    assert all(not c.bias.any() for b in blocks for c in (b.conv1, b.conv2))
+    head = net.recurrent_cell.conv_s1_first[0]  # PyTorch default: uniform, bound 1/sqrt(fan_in)
+    assert head.weight.std().item() == pytest.approx((1 / (121 * 9)) ** 0.5 / 3**0.5, rel=0.02)
+    assert head.bias.abs().max().item() > 0
+
+
+def test_perceptual_weights_file_is_checked_by_sha256(tmp_path: Path) -> None:
+    """``perceptual.weights``: a local VGG19 file, used only when its SHA-256 matches (here a small stand-in)."""
+    torch.manual_seed(0)
+    fake = {f"features.{k}": v for k, v in vgg19_features(upto="conv1_2").state_dict().items()}
+    path = tmp_path / "vgg.pth"
+    torch.save(fake, path)
+    digest = file_sha256(path)
+    loss = PerceptualLoss(layer_weights={"conv1_2": 1.0}, weights=path, weights_sha256=digest)
+    assert torch.equal(loss.vgg[2].weight, fake["features.2.weight"])
+    with pytest.raises(VGGWeightsError, match=rf"has SHA-256 {digest}, expected dcbb9e9d\.\.\. \(https://download"):
+        PerceptualLoss(layer_weights={"conv1_2": 1.0}, weights=path)  # torchvision's published prefix
+    with pytest.raises(VGGWeightsError, match="expected 0000000000"):
+        PerceptualLoss(layer_weights={"conv1_2": 1.0}, weights=path, weights_sha256="0" * 64)
+    with pytest.raises(VGGWeightsError, match=r"nope\.pth' does not exist; download https://download.pytorch.org"):
+        PerceptualLoss(weights=tmp_path / "nope.pth")
+    with pytest.raises(VGGWeightsError, match=r"lack features\.5\.weight"):
+        PerceptualLoss(layer_weights={"conv2_2": 1.0}, weights=path, weights_sha256=digest)
+    with pytest.raises(ConfigError, match="perceptual.weights_sha256='abc': must be 64 hexadecimal digits"):
+        config_from_dict({"stage": "vsr_gan", "train": {"gan_weight": 1}, "perceptual": {"weights_sha256": "abc"}})
+
+
+def test_training_reports_codec_fallbacks(tmp_path: Path) -> None:
+    """Degradations run in the loop; a clip whose codec fails is trained on uncompressed and counted in the log."""
+    (tmp_path / "deg.yml").write_text("order: [blur, resize, codec]\nblur: {kernel_size: 7}\n"
+                                      "resize: {factors: [0.25]}\ncodec: {codecs: {libx265: 1}}\n")  # LR 8x8: fails
+    assert main([str(_tiny_run_file(tmp_path, "deg.yml"))]) == 0
+    records = losses_only(read_log(tmp_path / "run"))
+    assert [r["codec_fallbacks"] for r in records] == [2, 4]  # cumulative: 2 clips per iteration
+    (tmp_path / "deg.yml").write_text("order: [blur, resize, codec]\nblur: {kernel_size: 7}\n"
+                                      "resize: {factors: [0.25]}\n")
+    assert main([str(_tiny_run_file(tmp_path, "deg.yml")), "--set", "run.resume=false"]) == 0
+    assert all("codec_fallbacks" not in r for r in read_log(tmp_path / "run"))
+
+
+def test_training_is_an_installable_package() -> None:
+    """pyproject lists every training package, ships the configs and has a console script per command."""
+    import importlib
+    import tomllib
+
+    meta = tomllib.loads((REPO / "pyproject.toml").read_text())
+    packages = set(meta["tool"]["setuptools"]["packages"])
+    found = {".".join(p.parent.relative_to(REPO).parts) for p in (REPO / "training").rglob("__init__.py")}
+    assert found <= packages and {"vsanimesr", "vsanimesr.archs"} <= packages
+    assert "configs/*.yml" in meta["tool"]["setuptools"]["package-data"]["training"]
+    shipped = sorted(p.name for p in CONFIGS.glob("*.yml"))
+    assert "train_vsr_gan.yml" in shipped and "degradations_lbo.yml" in shipped
+    for f in CONFIGS.glob("train_*.yml"):  # degradation files are found beside the config, wherever installed
+        deg = load_config(f).data.degradation
+        assert deg is None or Path(deg).parent == CONFIGS
+    scripts = meta["project"]["scripts"]
+    commands = {k: v for k, v in scripts.items() if v.startswith("training.")}
+    assert set(commands) == {"animesr-train", "animesr-recipe", "animesr-pseudo-hr", "animesr-build-dataset",
+                             "animesr-preview-degradations"}
+    for name, target in commands.items():
+        module, func = target.split(":")
+        entry = getattr(importlib.import_module(module), func)
+        with pytest.raises(SystemExit) as exc:
+            entry(["--help"])
+        assert exc.value.code == 0, name
 
 
 def test_example_configs_load_and_round_trip() -> None:
@@ -70,6 +245,7 @@ def test_example_configs_load_and_round_trip() -> None:
         assert config_from_dict(yaml.safe_load(yaml.safe_dump(config_to_dict(cfg)))) == cfg
     assert stages == {"lbo", "lbo_gan", "vsr_l1", "vsr_gan"}
     gan = load_config(CONFIGS / "train_vsr_gan.yml")  # the published stage-2 recipe
+    assert gan.data.batch_size == 16  # the global batch: 4 clips on each of the paper's 4 GPUs
     assert gan.train.betas == (0.9, 0.99) and gan.train.ema_decay == 0.999 and gan.disc.num_scales == 3
     assert gan.perceptual.layer_weights == {"conv1_2": 0.1, "conv2_2": 0.1, "conv3_4": 1.0, "conv4_4": 1.0,
                                             "conv5_4": 1.0}

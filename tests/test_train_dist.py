@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 REPO = Path(__file__).resolve().parents[1]
-CONFIGS = REPO / "examples" / "configs"
+CONFIGS = REPO / "training" / "configs"
 
 
 def _env() -> dict[str, str]:
@@ -38,16 +38,18 @@ TINY_GAN = ("data.gt_size=32", "data.clip_len=3", "data.num_clips=6", "disc.num_
 
 @pytest.mark.skipif(shutil.which("torchrun", path=str(Path(sys.executable).parent)) is None, reason="no torchrun")
 @pytest.mark.slow
-def test_torchrun_two_processes_equal_one_process_with_double_batch(tmp_path: Path) -> None:
-    """GAN stage (G and D both under DDP, EMA): 2 x batch 1 with gloo == 1 x batch 2, to float32 rounding."""
+def test_torchrun_two_processes_equal_one_process(tmp_path: Path) -> None:
+    """GAN stage (G and D both under DDP, EMA), global batch 2: 2 processes x 1 clip with gloo == 1 process x 2 clips,
+    to float32 rounding. A global batch the processes cannot share evenly is a one-line config error."""
     cfg = str(CONFIGS / "train_tiny_vsr_gan.yml")
     torchrun = str(Path(sys.executable).parent / "torchrun")
     two = subprocess.run(
         [torchrun, "--standalone", "--nproc_per_node=2", "-m", "training.train", cfg,
-         *_sets(*TINY_GAN, "data.batch_size=1", f"run.out_dir={tmp_path / 'ddp'}")],
+         *_sets(*TINY_GAN, "data.batch_size=2", f"run.out_dir={tmp_path / 'ddp'}")],
         cwd=REPO, env=_env(), capture_output=True, text=True, timeout=300,
     )
     assert two.returncode == 0, two.stderr[-3000:]
+    assert "global batch 2 = 2 process(es) x 1" in two.stderr
     one = subprocess.run(
         [sys.executable, "-m", "training.train", cfg,
          *_sets(*TINY_GAN, "data.batch_size=2", f"run.out_dir={tmp_path / 'single'}")],
@@ -60,6 +62,14 @@ def test_torchrun_two_processes_equal_one_process_with_double_batch(tmp_path: Pa
         assert ra.keys() == rb.keys()
         for k in ra:  # gradients are averaged in a different order: allow float32 rounding, nothing more
             assert rb[k] == pytest.approx(ra[k], rel=1e-5, abs=1e-7), (ra["iter"], k)
+    odd = subprocess.run(
+        [torchrun, "--standalone", "--nproc_per_node=2", "-m", "training.train", cfg,
+         *_sets(*TINY_GAN, "data.batch_size=3", f"run.out_dir={tmp_path / 'odd'}")],
+        cwd=REPO, env=_env(), capture_output=True, text=True, timeout=300,
+    )
+    assert odd.returncode != 0
+    assert "error: data.batch_size=3 is the global batch and must be divisible by the number of processes (2)" \
+        in odd.stderr
 
 
 @pytest.mark.slow

@@ -1,48 +1,82 @@
-"""Typed, frozen training configuration loaded from YAML.
+"""Typed, frozen training configuration loaded from YAML (with :mod:`training.configio`, the one loader).
 
 One YAML file describes one run: which stage (``lbo``, ``lbo_gan``, ``vsr_l1``, ``vsr_gan``), the model, the data,
 the optimisation and the logging. Every section is a frozen dataclass; unknown keys and wrongly typed values are
-errors that name the key and the file, because a typo in a 300k-iteration config should fail in the first second,
-not silently fall back to a default. ``--set train.lr_g=1e-4`` style overrides are parsed with ``yaml.safe_load``
-(never ``eval``).
+errors that name the key and the file. The degradation config a run names is loaded and cross-checked by
+:func:`load_config` too, so every config mistake surfaces before anything heavy starts.
+
+Paths: ``data.degradation`` written in a config file is relative to that file (so the shipped configs work from
+any directory and from an installed package); every other path (data, LBO pool, weights, ``run.out_dir``) and
+every path given with ``--set`` is relative to the current directory.
 """
 
 from __future__ import annotations
 
-import dataclasses
+import enum
 import os
-import types
-import typing
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import yaml
+from training.configio import ConfigError, apply_overrides, from_data, read_yaml, to_data
+from training.degradations.pipeline import DegradationConfig
 
 __all__ = [
-    "STAGES",
+    "CONFIG_DIR",
     "Config",
     "ConfigError",
     "DataConfig",
+    "DataKind",
     "DiscConfig",
     "LogConfig",
     "ModelConfig",
     "PerceptualConfig",
     "RunConfig",
+    "Stage",
     "TrainConfig",
-    "apply_overrides",
+    "check_paths",
     "config_from_dict",
     "config_to_dict",
     "load_config",
+    "load_degradation",
 ]
 
-STAGES = ("lbo", "lbo_gan", "vsr_l1", "vsr_gan")
-DATA_KINDS = ("clips", "synthetic", "pairs")
+CONFIG_DIR = Path(__file__).resolve().parent / "configs"
+"""The shipped configs (also reachable as ``examples/configs`` in a checkout)."""
 
 
-class ConfigError(ValueError):
-    """A config file or override that cannot be used; the message names the file and the key."""
+class Stage(enum.StrEnum):
+    """The four training stages of the AnimeSR recipe."""
+
+    LBO = "lbo"
+    """Fit a learned basic operator: pseudo-HR -> real LQ, L1 + MSE."""
+    LBO_GAN = "lbo_gan"
+    """Fine-tune an LBO with L1 + perceptual + GAN."""
+    VSR_L1 = "vsr_l1"
+    """AnimeSR with L1 (against a USM-sharpened GT in stage 1), EMA."""
+    VSR_GAN = "vsr_gan"
+    """AnimeSR with L1 + perceptual + LSGAN (multi-scale PatchGAN), EMA."""
+
+    @property
+    def trains_lbo(self) -> bool:
+        return self in (Stage.LBO, Stage.LBO_GAN)
+
+    @property
+    def has_discriminator(self) -> bool:
+        return self in (Stage.LBO_GAN, Stage.VSR_GAN)
+
+
+class DataKind(enum.StrEnum):
+    CLIPS = "clips"
+    """AVC-style clip folders / videos, degraded on the fly."""
+    SYNTHETIC = "synthetic"
+    """Generated cartoon clips, for tests and quick runs."""
+    PAIRS = "pairs"
+    """Pseudo-HR/LQ frame pairs written by ``training.pseudo_hr`` (the LBO stages)."""
+
+
+VGG_LAYERS = ("conv1_2", "conv2_2", "conv3_4", "conv4_4", "conv5_4")
 
 
 @dataclass(frozen=True)
@@ -53,7 +87,7 @@ class RunConfig:
     device: str = "auto"
     """``auto`` (CUDA when available), ``cpu`` or ``cuda``. Under torchrun each process takes ``cuda:LOCAL_RANK``."""
     resume: bool = True
-    """Continue from ``<out_dir>/ckpt/last.pth`` when it exists."""
+    """Continue from ``<out_dir>/ckpt/last.pth`` when it exists (false: start fresh and overwrite it)."""
     stop_at: int | None = None
     """Testing aid: end the process right after this iteration without saving, as if it had been killed."""
 
@@ -70,9 +104,7 @@ class ModelConfig:
 
 @dataclass(frozen=True)
 class DataConfig:
-    kind: str = "clips"
-    """``clips`` (AVC-style clip folders / videos, degraded on the fly), ``synthetic`` (generated cartoon clips,
-    for tests and quick runs) or ``pairs`` (pseudo-HR/LQ frame pairs written by ``training.pseudo_hr``)."""
+    kind: DataKind = DataKind.CLIPS
     paths: tuple[str, ...] = ()
     val_paths: tuple[str, ...] = ()
     """Held-out data of the same kind; empty: reuse ``paths`` with another seed (``clips``/``pairs``)."""
@@ -80,9 +112,14 @@ class DataConfig:
     """Degradation pipeline YAML (``training.degradations.pipeline``); none: plain antialiased bicubic."""
     lbo_pool: tuple[str, ...] = ()
     """LBO checkpoints used by the degradation pipeline's learned x0.5 steps."""
-    batch_size: int = 4
-    """Per process (per GPU)."""
+    batch_size: int = 16
+    """The global batch: clips (or frame pairs) per iteration over all processes. Under torchrun each of W
+    processes takes batch_size / W, so one config trains the same model on 1, 2 or 4 GPUs (W must divide it)."""
     num_workers: int = 4
+    """Data-loader workers per process: they read, crop and flip HR clips."""
+    codec_workers: int = 4
+    """Codec round-trip processes per process (0: in the training process). The tensor degradations (blur,
+    noise, resize, LBOs) run on the training device."""
     clip_len: int = 15
     gt_size: int = 256
     """HR crop (the pseudo-HR crop for the LBO stages)."""
@@ -118,8 +155,12 @@ class TrainConfig:
 class PerceptualConfig:
     pretrained: bool = True
     """False: randomly initialised VGG19 features (only for tests; the loss is then meaningless)."""
-    weights_path: str | None = None
-    """A local copy of torchvision's ``vgg19-dcbb9e9d.pth`` for offline machines."""
+    weights: str | None = None
+    """A local copy of torchvision's ``vgg19-dcbb9e9d.pth`` for offline machines (else torchvision's cache or
+    download). Checked by SHA-256 before use."""
+    weights_sha256: str | None = None
+    """The file's expected SHA-256 (64 hex digits). None: it must start with ``dcbb9e9d``, the prefix torchvision
+    publishes in the file name (torch.hub's own check)."""
     layer_weights: dict[str, float] = field(
         default_factory=lambda: {"conv1_2": 0.1, "conv2_2": 0.1, "conv3_4": 1.0, "conv4_4": 1.0, "conv5_4": 1.0}
     )
@@ -140,7 +181,7 @@ class LogConfig:
 
 @dataclass(frozen=True)
 class Config:
-    stage: str
+    stage: Stage
     run: RunConfig = RunConfig()
     model: ModelConfig = ModelConfig()
     data: DataConfig = DataConfig()
@@ -151,204 +192,119 @@ class Config:
 
     def __post_init__(self) -> None:
         def bad(key: str, value: object, why: str) -> ConfigError:
-            return ConfigError(f"Config: {key}={value!r}: {why}")
+            return ConfigError(f"{key}={value!r}: {why}")
 
-        if self.stage not in STAGES:
-            raise bad("stage", self.stage, f"must be one of {', '.join(STAGES)}")
-        if self.data.kind not in DATA_KINDS:
-            raise bad("data.kind", self.data.kind, f"must be one of {', '.join(DATA_KINDS)}")
-        if self.stage.startswith("lbo") and self.data.kind == "clips":
-            raise bad("data.kind", self.data.kind, f"stage {self.stage} trains on frame pairs ('pairs')")
-        if self.stage.startswith("vsr") and self.data.kind == "pairs":
-            raise bad("data.kind", self.data.kind, f"stage {self.stage} trains on clips ('clips' or 'synthetic')")
+        stage, d = self.stage, self.data
+        if stage.trains_lbo and d.kind != DataKind.PAIRS:
+            raise bad("data.kind", d.kind.value, f"stage {stage} trains on frame pairs ('pairs')")
+        if not stage.trains_lbo and d.kind == DataKind.PAIRS:
+            raise bad("data.kind", d.kind.value, f"stage {stage} trains on clips ('clips' or 'synthetic')")
         if self.run.device not in ("auto", "cpu", "cuda"):
             raise bad("run.device", self.run.device, "must be auto, cpu or cuda")
         for key in ("train.iters", "data.batch_size", "data.gt_size", "data.scale", "data.clip_len",
-                    "log.log_every", "log.val_every", "log.save_every", "disc.num_scales"):
+                    "log.log_every", "log.val_every", "log.save_every", "disc.num_scales", "model.num_feat"):
             section, name = key.split(".")
             value = getattr(getattr(self, section), name)
             if value < 1:
                 raise bad(key, value, "must be >= 1")
-        if self.data.gt_size % self.data.scale:
-            raise bad("data.gt_size", self.data.gt_size, f"must be divisible by data.scale={self.data.scale}")
+        for key in ("data.num_workers", "data.codec_workers"):
+            if getattr(d, key.split(".")[1]) < 0:
+                raise bad(key, getattr(d, key.split(".")[1]), "must be >= 0")
+        if d.gt_size % d.scale:
+            raise bad("data.gt_size", d.gt_size, f"must be divisible by data.scale={d.scale}")
+        if not stage.trains_lbo and (d.gt_size // d.scale) % 4:
+            raise bad("data.gt_size", d.gt_size, f"the LR crop gt_size/scale must be a multiple of 4 (AnimeSR's "
+                      f"two stride-2 levels), got {d.gt_size // d.scale}")
         if not 0.0 <= self.train.ema_decay < 1.0:
             raise bad("train.ema_decay", self.train.ema_decay, "must be in [0, 1)")
-        if self.stage in ("lbo_gan", "vsr_gan") and self.train.gan_weight <= 0:
-            raise bad("train.gan_weight", self.train.gan_weight, f"stage {self.stage} needs a positive GAN weight")
-        if self.stage in ("lbo", "vsr_l1") and self.train.gan_weight:
-            raise bad("train.gan_weight", self.train.gan_weight, f"stage {self.stage} has no discriminator")
-        if self.stage in ("lbo_gan", "vsr_gan"):  # D's coarsest PatchGAN needs 24 pixels
-            d_in = self.data.gt_size // self.data.scale if self.stage == "lbo_gan" else self.data.gt_size
+        if stage.has_discriminator and self.train.gan_weight <= 0:
+            raise bad("train.gan_weight", self.train.gan_weight, f"stage {stage} needs a positive GAN weight")
+        if not stage.has_discriminator and self.train.gan_weight:
+            raise bad("train.gan_weight", self.train.gan_weight, f"stage {stage} has no discriminator")
+        if stage.has_discriminator:  # D's coarsest PatchGAN needs 24 pixels
+            d_in = d.gt_size // d.scale if stage.trains_lbo else d.gt_size
             need = 24 * 2 ** (self.disc.num_scales - 1)
             if d_in < need:
-                raise bad("data.gt_size", self.data.gt_size,
+                raise bad("data.gt_size", d.gt_size,
                           f"the discriminator sees {d_in}px crops but {self.disc.num_scales} scale(s) need >= {need}")
         unknown = set(self.perceptual.layer_weights) - set(VGG_LAYERS)
         if unknown:
             raise bad("perceptual.layer_weights", sorted(unknown), f"known layers: {', '.join(VGG_LAYERS)}")
-
-
-VGG_LAYERS = ("conv1_2", "conv2_2", "conv3_4", "conv4_4", "conv5_4")
+        sha = self.perceptual.weights_sha256
+        if sha is not None and (len(sha) != 64 or any(c not in "0123456789abcdef" for c in sha.lower())):
+            raise bad("perceptual.weights_sha256", sha, "must be 64 hexadecimal digits")
+        if d.degradation is not None and stage.trains_lbo:
+            raise bad("data.degradation", d.degradation, f"stage {stage} trains on real pairs, not degraded clips")
+        if stage.trains_lbo and self.model.pretrained in ("v1", "v2"):
+            raise bad("model.pretrained", self.model.pretrained, f"stage {stage} trains an LBO; v1/v2 are AnimeSR")
+        if d.lbo_pool and d.degradation is None:
+            raise bad("data.lbo_pool", list(d.lbo_pool), "needs data.degradation (a pipeline with LBO steps)")
 
 
 # ---------------------------------------------------------------------------------------------------------------
-# dict <-> dataclass with strict checking
-
-
-def _convert(tp: Any, value: Any, key: str, where: str) -> Any:
-    """Check/convert ``value`` to type ``tp``; raise ConfigError naming ``key`` in ``where``."""
-
-    def fail(expected: str) -> ConfigError:
-        return ConfigError(f"{where}: key {key!r} must be {expected}, got {value!r} ({type(value).__name__})")
-
-    origin = typing.get_origin(tp)
-    if dataclasses.is_dataclass(tp):
-        if not isinstance(value, Mapping):
-            raise fail(f"a mapping of {tp.__name__} fields")
-        return _from_dict(tp, value, prefix=key + ".", where=where)
-    if origin in (typing.Union, types.UnionType):
-        args = typing.get_args(tp)
-        if value is None:
-            if type(None) in args:
-                return None
-            raise fail("set (not null)")
-        inner = [a for a in args if a is not type(None)]
-        return _convert(inner[0], value, key, where)
-    if tp is bool:
-        if not isinstance(value, bool):
-            raise fail("true or false")
-        return value
-    if tp is int:
-        if isinstance(value, bool) or not isinstance(value, int):
-            raise fail("an integer")
-        return value
-    if tp is float:
-        if isinstance(value, str):  # YAML 1.1 reads '1e-4' (no dot) as a string
-            try:
-                return float(value)
-            except ValueError:
-                raise fail("a number") from None
-        if isinstance(value, bool) or not isinstance(value, (int, float)):
-            raise fail("a number")
-        return float(value)
-    if tp is str:
-        if not isinstance(value, str):
-            raise fail("a string")
-        return value
-    if origin is tuple:
-        args = typing.get_args(tp)
-        if isinstance(value, (str, bytes)) or not isinstance(value, Sequence):
-            if len(args) == 2 and args[1] is Ellipsis and not isinstance(value, Mapping) and value is not None:
-                value = [value]  # a single path where a list is expected
-            else:
-                raise fail("a list")
-        if len(args) == 2 and args[1] is Ellipsis:
-            return tuple(_convert(args[0], v, f"{key}[{i}]", where) for i, v in enumerate(value))
-        if len(value) != len(args):
-            raise fail(f"a list of {len(args)} items")
-        return tuple(_convert(a, v, f"{key}[{i}]", where) for i, (a, v) in enumerate(zip(args, value, strict=True)))
-    if origin is dict:
-        kt, vt = typing.get_args(tp)
-        if not isinstance(value, Mapping):
-            raise fail("a mapping")
-        return {_convert(kt, k, key, where): _convert(vt, v, f"{key}.{k}", where) for k, v in value.items()}
-    raise TypeError(f"_convert: unsupported annotation {tp!r} for {key!r}")  # a bug in this module
-
-
-def _from_dict(cls: type, data: Mapping[str, Any], *, prefix: str, where: str) -> Any:
-    hints = typing.get_type_hints(cls)
-    names = [f.name for f in dataclasses.fields(cls)]
-    unknown = [k for k in data if k not in names]
-    if unknown:
-        raise ConfigError(
-            f"{where}: unknown key {prefix + str(unknown[0])!r} "
-            f"(known keys here: {', '.join(prefix + n for n in names)})"
-        )
-    kwargs = {k: _convert(hints[k], v, prefix + k, where) for k, v in data.items()}
-    missing = [f.name for f in dataclasses.fields(cls) if f.name not in kwargs
-               and f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING]
-    if missing:
-        raise ConfigError(f"{where}: missing required key {prefix + missing[0]!r}")
-    return cls(**kwargs)
 
 
 def config_from_dict(data: Mapping[str, Any], *, source: str = "<dict>") -> Config:
     """Build a :class:`Config` from plain data; errors name ``source`` and the offending key."""
-    if not isinstance(data, Mapping):
-        raise ConfigError(f"{source}: the top level must be a mapping, got {type(data).__name__}")
-    try:
-        return _from_dict(Config, data, prefix="", where=source)
-    except ConfigError as e:
-        if str(e).startswith("Config: "):  # a __post_init__ check: add the file name
-            raise ConfigError(f"{source}: {str(e)[len('Config: '):]}") from None
-        raise
-
-
-def apply_overrides(data: Mapping[str, Any], overrides: Sequence[str]) -> dict[str, Any]:
-    """Return a copy of ``data`` with ``a.b=value`` overrides applied (values parsed by ``yaml.safe_load``)."""
-    out: dict[str, Any] = _deepcopy_dict(data)
-    for item in overrides:
-        if "=" not in item:
-            raise ConfigError(f"--set: expected KEY=VALUE (e.g. train.lr_g=1e-4), got {item!r}")
-        key, raw = item.split("=", 1)
-        parts = key.strip().split(".")
-        _check_key_path(parts, item)
-        node = out
-        for p in parts[:-1]:
-            child = node.get(p)
-            if not isinstance(child, dict):
-                child = {}
-                node[p] = child
-            node = child
-        node[parts[-1]] = yaml.safe_load(raw)
-    return out
-
-
-def _check_key_path(parts: list[str], item: str) -> None:
-    cls: Any = Config
-    for i, p in enumerate(parts):
-        if not dataclasses.is_dataclass(cls):
-            if typing.get_origin(cls) is dict:  # a partial dict would silently drop the other entries
-                raise ConfigError(f"--set {item!r}: set the whole mapping, e.g. {'.'.join(parts[:i])}={{a: 1, b: 2}}")
-            raise ConfigError(f"--set {item!r}: {'.'.join(parts[:i])!r} has no sub-keys")
-        hints = typing.get_type_hints(cls)
-        if p not in hints:
-            known = ", ".join(".".join(parts[:i] + [n]) for n in hints)
-            raise ConfigError(f"--set {item!r}: unknown key {'.'.join(parts[: i + 1])!r} (known: {known})")
-        cls = hints[p]
-        if typing.get_origin(cls) in (typing.Union, types.UnionType):
-            cls = next(a for a in typing.get_args(cls) if a is not type(None))
-
-
-def _deepcopy_dict(d: Mapping[str, Any]) -> dict[str, Any]:
-    return {k: _deepcopy_dict(v) if isinstance(v, Mapping) else v for k, v in d.items()}
-
-
-def load_config(path: str | os.PathLike[str], overrides: Sequence[str] = ()) -> Config:
-    """Read a YAML config file, apply ``--set`` overrides and check everything."""
-    p = Path(path)
-    if not p.is_file():
-        raise ConfigError(f"load_config: config file {str(p)!r} does not exist")
-    with open(p, encoding="utf-8") as f:
-        try:
-            data = yaml.safe_load(f)
-        except yaml.YAMLError as e:
-            raise ConfigError(f"load_config: {str(p)!r} is not valid YAML: {e}") from e
-    data = {} if data is None else data
-    if not isinstance(data, Mapping):
-        raise ConfigError(f"load_config: {str(p)!r}: the top level must be a mapping, got {type(data).__name__}")
-    source = str(p) + (" (with --set overrides)" if overrides else "")
-    return config_from_dict(apply_overrides(data, overrides), source=source)
+    return from_data(Config, data, source=source)
 
 
 def config_to_dict(cfg: Config) -> dict[str, Any]:
-    """Plain YAML-safe data (tuples become lists) that :func:`config_from_dict` reads back to an equal config."""
+    """Plain YAML-safe data that :func:`config_from_dict` reads back to an equal config."""
+    return to_data(cfg)
 
-    def plain(v: Any) -> Any:
-        if isinstance(v, tuple | list):
-            return [plain(x) for x in v]
-        if isinstance(v, dict):
-            return {k: plain(x) for k, x in v.items()}
-        return v
 
-    return plain(dataclasses.asdict(cfg))
+def load_config(path: str | os.PathLike[str], overrides: Sequence[str] = ()) -> Config:
+    """Read a YAML config file, apply ``--set`` overrides and check everything, the degradation config included."""
+    p = Path(path)
+    data = read_yaml(p)
+    deg = data.get("data", {}).get("degradation") if isinstance(data.get("data"), Mapping) else None
+    if isinstance(deg, str) and not Path(deg).is_absolute():  # relative to the file that names it
+        data["data"] = {**data["data"], "degradation": str(p.resolve().parent / deg)}
+    source = str(p) + (" (with --set overrides)" if overrides else "")
+    cfg = from_data(Config, apply_overrides(Config, data, overrides), source=source)
+    load_degradation(cfg, source=source)
+    return cfg
+
+
+def load_degradation(cfg: Config, *, source: str = "config") -> DegradationConfig | None:
+    """The run's degradation pipeline, checked against the run (scale, LBO pool); None when not configured."""
+    d = cfg.data
+    if d.degradation is None:
+        return None
+    deg = DegradationConfig.from_yaml(d.degradation)
+    if deg.scale != d.scale:
+        raise ConfigError(f"data.degradation {d.degradation!r} has scale {deg.scale} but data.scale is {d.scale}",
+                          source=source)
+    if deg.uses_lbo and not d.lbo_pool:
+        raise ConfigError(f"data.degradation {d.degradation!r} uses LBOs (resize.lbo_prob={deg.resize.lbo_prob}) "
+                          "but data.lbo_pool is empty", source=source)
+    if d.lbo_pool and not deg.uses_lbo:
+        raise ConfigError(f"data.lbo_pool is set but data.degradation {d.degradation!r} never uses an LBO "
+                          "(resize.lbo_prob is 0)", source=source)
+    return deg
+
+
+def check_paths(cfg: Config, *, source: str = "config") -> None:
+    """Every input file or folder the run names exists (run before anything heavy starts)."""
+    d = cfg.data
+
+    def need(key: str, path: str) -> None:
+        if not Path(path).exists():
+            raise ConfigError(f"{key}: {path!r} does not exist", source=source)
+
+    if d.kind != DataKind.SYNTHETIC:
+        if not d.paths:
+            what = "pseudo_hr output folders (hr/ and lq/)" if d.kind == DataKind.PAIRS else "clip folders or videos"
+            raise ConfigError(f"data.paths must name {what}", source=source)
+        for p in d.paths:
+            need("data.paths", p)
+        for p in d.val_paths:
+            need("data.val_paths", p)
+    for p in d.lbo_pool:
+        need("data.lbo_pool", p)
+    m = cfg.model.pretrained
+    if m is not None and m not in ("v1", "v2"):
+        need("model.pretrained", m)
+    if cfg.train.perceptual_weight > 0 and cfg.perceptual.pretrained and cfg.perceptual.weights is not None:
+        need("perceptual.weights", cfg.perceptual.weights)

@@ -33,12 +33,28 @@ from torch.utils.data import Dataset
 from training.degradations.pipeline import DegradationConfig, degrade_clip
 from training.synthetic import make_synthetic_cartoon_clip
 
-__all__ = ["IMAGE_EXTS", "VIDEO_EXTS", "ClipDataset", "ClipSource", "find_clips", "make_synthetic_cartoon_clip"]
+__all__ = [
+    "IMAGE_EXTS",
+    "VIDEO_EXTS",
+    "ClipDataset",
+    "ClipSource",
+    "SyntheticClips",
+    "find_clips",
+    "item_seeds",
+    "make_synthetic_cartoon_clip",
+]
 
 log = logging.getLogger("training.data")
 
 IMAGE_EXTS = (".png", ".jpg", ".jpeg", ".bmp", ".webp", ".tif", ".tiff")
 VIDEO_EXTS = (".mp4", ".mkv", ".avi", ".mov", ".webm", ".m4v", ".ts", ".m2ts", ".mpg", ".mpeg", ".flv", ".wmv", ".y4m")
+
+
+def item_seeds(seed: int, epoch: int, index: int) -> tuple[np.random.Generator, int]:
+    """The sampling generator and the degradation seed of item ``index`` in ``epoch``: independent streams that
+    depend on nothing else (not on the worker, the rank or the order in which items are loaded)."""
+    seq = np.random.SeedSequence([seed, epoch, index])
+    return np.random.default_rng(seq.spawn(1)[0]), int(seq.generate_state(2, np.uint64)[1] >> np.uint64(1))
 
 
 def _natural_key(name: str) -> list[Any]:
@@ -163,16 +179,18 @@ class ClipDataset(Dataset):
         gt_size: side of the square HR crop (256 in the paper).
         scale: HR/LR size ratio; must match ``degradation.scale``.
         intervals: temporal strides to draw from; only those that fit in the clip are used.
-        degradation: the LR pipeline; ``None`` returns HR only (degrade later, e.g. on the GPU, with the item's
-            ``seed``: ``degrade_clip(gt, cfg, rng=np.random.default_rng(seed))``).
+        degradation: the LR pipeline; ``None`` returns HR only (degrade later, e.g. batched on the GPU with
+            :class:`training.degradations.batched.DegradedStream`, from the item's ``seed``).
         lbo_pool: learned basic operators for ``degradation`` (kept on the CPU inside workers).
         seed: base seed; items are a pure function of (seed, epoch, index).
         reverse_prob: probability of playing the window backwards.
         augment: random horizontal flip, vertical flip and transpose, each with p=0.5.
         repeat: the dataset length is ``repeat`` x the number of clips (an epoch visits each clip ``repeat`` times).
+        uint8: return ``gt`` as uint8 (a quarter of the bytes to pin and copy; the trainer converts on its device).
 
-    Items are dicts: ``gt`` (T,3,gt,gt) float in [0,1]; ``lq`` (T,3,gt/scale,gt/scale) when ``degradation`` is
-    set; ``key`` ``"<clip>/<first frame>"``; ``seed`` (int); ``params`` (JSON string of the degradation draws).
+    Items are dicts: ``gt`` (T,3,gt,gt) float in [0,1] (uint8 0..255 with ``uint8``); ``lq`` (T,3,gt/scale,
+    gt/scale) when ``degradation`` is set; ``key`` ``"<clip>/<first frame>"``; ``seed`` (int, the item's
+    degradation seed); ``params`` (JSON string of the degradation draws).
     """
 
     def __init__(
@@ -189,6 +207,7 @@ class ClipDataset(Dataset):
         reverse_prob: float = 0.5,
         augment: bool = True,
         repeat: int = 1,
+        uint8: bool = False,
     ) -> None:
         if clip_len < 1:
             raise ValueError(f"ClipDataset: clip_len must be >= 1, got {clip_len!r}")
@@ -214,6 +233,7 @@ class ClipDataset(Dataset):
         self.reverse_prob = float(reverse_prob)
         self.augment = augment
         self.repeat = int(repeat)
+        self.uint8 = uint8
         self.epoch = 0
         log.info("ClipDataset: %d clips, %d items", len(self.clips), len(self))
 
@@ -227,9 +247,7 @@ class ClipDataset(Dataset):
     def __getitem__(self, index: int) -> dict[str, Any]:
         if not 0 <= index < len(self):
             raise IndexError(f"ClipDataset: index {index} out of range [0, {len(self)})")
-        seq = np.random.SeedSequence([self.seed, self.epoch, index])
-        sample_rng = np.random.default_rng(seq.spawn(1)[0])
-        degrade_seed = int(seq.generate_state(2, np.uint64)[1] >> np.uint64(1))
+        sample_rng, degrade_seed = item_seeds(self.seed, self.epoch, index)
         clip = self.clips[index % len(self.clips)]
 
         fits = [i for i in self.intervals if (self.clip_len - 1) * i + 1 <= clip.num_frames]
@@ -255,13 +273,54 @@ class ClipDataset(Dataset):
                 frames = frames[:, ::-1]
             if transpose:
                 frames = frames.transpose(0, 2, 1, 3)
-        gt = torch.from_numpy(np.ascontiguousarray(frames)).permute(0, 3, 1, 2).float().div_(255.0)
+        gt_u8 = torch.from_numpy(np.ascontiguousarray(frames)).permute(0, 3, 1, 2)
+        gt = gt_u8.float().div_(255.0)
 
-        item: dict[str, Any] = {"gt": gt, "key": f"{clip.key}/{indices[0]:06d}", "seed": degrade_seed}
+        item: dict[str, Any] = {"gt": gt_u8 if self.uint8 else gt, "key": f"{clip.key}/{indices[0]:06d}",
+                                "seed": degrade_seed}
         if self.degradation is not None:
             lq, params = degrade_clip(
                 gt, self.degradation, rng=np.random.default_rng(degrade_seed), lbo_pool=self.lbo_pool
             )
             item["lq"] = lq
+            item["params"] = json.dumps(params)
+        return item
+
+
+class SyntheticClips(Dataset):
+    """Generated cartoon clips (HR kept in memory as uint8), for tests and quick runs; items as :class:`ClipDataset`.
+
+    The clip is played backwards with p=0.5, as in the published sampling; ``degradation`` (optional) degrades it
+    in the item, like :class:`ClipDataset`.
+    """
+
+    def __init__(self, num_clips: int, *, clip_len: int, gt_size: int, scale: int,
+                 degradation: DegradationConfig | None = None, lbo_pool: Sequence[nn.Module] | None = None,
+                 seed: int = 0, uint8: bool = False) -> None:
+        if num_clips < 1:
+            raise ValueError(f"SyntheticClips: num_clips must be >= 1, got {num_clips!r}")
+        clips = [make_synthetic_cartoon_clip(clip_len, gt_size, gt_size, rng=np.random.default_rng([seed, i]))
+                 for i in range(num_clips)]
+        self.clips = [torch.from_numpy(c).permute(0, 3, 1, 2).contiguous() for c in clips]
+        self.scale, self.degradation, self.lbo_pool, self.seed = scale, degradation, lbo_pool, seed
+        self.uint8 = uint8
+        self.epoch = 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = int(epoch)
+
+    def __len__(self) -> int:
+        return len(self.clips)
+
+    def __getitem__(self, index: int) -> dict[str, Any]:
+        rng, degrade_seed = item_seeds(self.seed, self.epoch, index)
+        gt_u8 = self.clips[index]
+        if rng.random() < 0.5:
+            gt_u8 = gt_u8.flip(0)
+        gt = gt_u8.float().div(255.0)
+        item: dict[str, Any] = {"gt": gt_u8 if self.uint8 else gt, "key": f"synthetic/{index}", "seed": degrade_seed}
+        if self.degradation is not None:
+            item["lq"], params = degrade_clip(gt, self.degradation, rng=np.random.default_rng(degrade_seed),
+                                              lbo_pool=self.lbo_pool)
             item["params"] = json.dumps(params)
         return item

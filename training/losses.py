@@ -5,17 +5,22 @@ All functions take and return tensors on whatever device they are given; images 
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import os
+import pickle
 from collections.abc import Mapping, Sequence
+from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
 __all__ = [
+    "VGG19_SHA256_PREFIX",
     "VGG19_URL",
     "PerceptualLoss",
+    "file_sha256",
     "VGGWeightsError",
     "gaussian_kernel1d",
     "lsgan_loss",
@@ -27,6 +32,8 @@ log = logging.getLogger("training")
 
 VGG19_URL = "https://download.pytorch.org/models/vgg19-dcbb9e9d.pth"
 """torchvision's ImageNet VGG19 (``VGG19_Weights.IMAGENET1K_V1``)."""
+VGG19_SHA256_PREFIX = "dcbb9e9d"
+"""The start of that file's SHA-256, as published in its name (torchvision publishes no full digest)."""
 
 # Index of each conv in torchvision's ``vgg19().features`` (so its state dict loads unchanged).
 _VGG19_CFG = (64, 64, "M", 128, 128, "M", 256, 256, 256, 256, "M", 512, 512, 512, 512, "M", 512, 512, 512, 512)
@@ -103,15 +110,42 @@ def vgg19_features(*, upto: str = "conv5_4") -> nn.Sequential:
     return nn.Sequential(*layers[: last + 1])
 
 
-def _load_vgg_state(weights_path: str | os.PathLike[str] | None) -> dict[str, Tensor]:
-    """torchvision's ImageNet VGG19 ``features.*`` tensors: from a local file, torchvision, or its download URL."""
+def file_sha256(path: str | os.PathLike[str]) -> str:
+    """Hex SHA-256 of a file, read in 1 MiB blocks."""
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def _load_vgg_state(weights: str | os.PathLike[str] | None, sha256: str | None = None) -> dict[str, Tensor]:
+    """torchvision's ImageNet VGG19 ``features.*`` tensors: from a local file, torchvision, or its download URL.
+
+    A local file must match ``sha256`` or, without it, start with torchvision's published prefix
+    (:data:`VGG19_SHA256_PREFIX`, the same check torch.hub makes on its downloads).
+    """
     errors: list[str] = []
-    if weights_path is not None:
+    if weights is not None:
+        path = Path(weights)
+        if not path.is_file():
+            raise VGGWeightsError(f"PerceptualLoss: perceptual.weights={str(path)!r} does not exist; download "
+                                  f"{VGG19_URL} to that path (or fix the path)")
+        digest = file_sha256(path)
+        expected = sha256.lower() if sha256 else VGG19_SHA256_PREFIX
+        if not digest.startswith(expected):
+            raise VGGWeightsError(
+                f"PerceptualLoss: perceptual.weights={str(path)!r} has SHA-256 {digest}, expected "
+                f"{expected if sha256 else expected + '...'} ({'perceptual.weights_sha256' if sha256 else VGG19_URL}); "
+                "the file is damaged or another model"
+            )
         try:
-            full = torch.load(weights_path, map_location="cpu", weights_only=True)
-        except (OSError, RuntimeError) as e:
-            msg = f"PerceptualLoss: cannot read perceptual.weights_path={str(weights_path)!r}: {e}"
-            raise VGGWeightsError(msg) from e
+            full = torch.load(path, map_location="cpu", weights_only=True)
+        except (OSError, RuntimeError, pickle.UnpicklingError) as e:
+            raise VGGWeightsError(f"PerceptualLoss: cannot read perceptual.weights={str(path)!r}: {e}") from e
+        if not isinstance(full, dict):
+            raise VGGWeightsError(f"PerceptualLoss: perceptual.weights={str(path)!r} holds a "
+                                  f"{type(full).__name__}, not a state dict")
     else:
         full = None
         try:
@@ -122,14 +156,15 @@ def _load_vgg_state(weights_path: str | os.PathLike[str] | None) -> dict[str, Te
             errors.append(f"torchvision: {type(e).__name__}: {e}")
         if full is None:
             try:  # the same file torchvision uses; cached under $TORCH_HOME/hub/checkpoints after the first time
-                full = torch.hub.load_state_dict_from_url(VGG19_URL, map_location="cpu", progress=False)
+                full = torch.hub.load_state_dict_from_url(VGG19_URL, map_location="cpu", progress=False,
+                                                          check_hash=True)
             except Exception as e:
                 errors.append(f"download {VGG19_URL}: {type(e).__name__}: {e}")
         if full is None:
             raise VGGWeightsError(
                 "PerceptualLoss: the perceptual loss needs torchvision's ImageNet VGG19 weights and they could not be "
                 f"obtained ({'; '.join(errors)}). Install torchvision (pip install 'vapoursynth-animesr[train]') on a "
-                f"machine with internet access once, or download {VGG19_URL} and set perceptual.weights_path to it. "
+                f"machine with internet access once, or download {VGG19_URL} and set perceptual.weights to it. "
                 "Only for tests: perceptual.pretrained: false uses random features."
             )
     state = {k[len("features."):]: v for k, v in full.items() if k.startswith("features.")}
@@ -151,25 +186,33 @@ class PerceptualLoss(nn.Module):
         *,
         layer_weights: Mapping[str, float] | None = None,
         pretrained: bool = True,
-        weights_path: str | os.PathLike[str] | None = None,
+        weights: str | os.PathLike[str] | None = None,
+        weights_sha256: str | None = None,
     ) -> None:
         super().__init__()
-        weights = dict(layer_weights) if layer_weights is not None else {
+        layers = dict(layer_weights) if layer_weights is not None else {
             "conv1_2": 0.1, "conv2_2": 0.1, "conv3_4": 1.0, "conv4_4": 1.0, "conv5_4": 1.0}
-        unknown = set(weights) - set(_VGG_LAYER_INDEX)
-        if not weights or unknown:
-            raise ValueError(f"PerceptualLoss: layer_weights must use {sorted(_VGG_LAYER_INDEX)}, got {weights!r}")
-        self.layer_weights = weights
-        deepest = max(weights, key=lambda n: _VGG_LAYER_INDEX[n])
+        unknown = set(layers) - set(_VGG_LAYER_INDEX)
+        if not layers or unknown:
+            raise ValueError(f"PerceptualLoss: layer_weights must use {sorted(_VGG_LAYER_INDEX)}, got {layers!r}")
+        self.layer_weights = layers
+        deepest = max(layers, key=lambda n: _VGG_LAYER_INDEX[n])
         self.vgg = vgg19_features(upto=deepest)
         if pretrained:
-            state = _load_vgg_state(weights_path)
+            state = _load_vgg_state(weights, weights_sha256)
             own = self.vgg.state_dict()
-            self.vgg.load_state_dict({k: state[k] for k in own}, strict=True)
+            missing = [k for k in own if k not in state]
+            if missing:
+                raise VGGWeightsError(f"PerceptualLoss: the VGG19 weights lack features.{missing[0]} (needed up to "
+                                      f"{deepest})")
+            try:
+                self.vgg.load_state_dict({k: state[k] for k in own}, strict=True)
+            except RuntimeError as e:
+                raise VGGWeightsError(f"PerceptualLoss: the VGG19 weights do not fit: {e}") from e
         else:
             log.warning("PerceptualLoss: random VGG19 features (perceptual.pretrained: false) - for tests only")
         self.vgg.requires_grad_(False).eval()
-        self._taps = {_VGG_LAYER_INDEX[n]: n for n in weights}
+        self._taps = {_VGG_LAYER_INDEX[n]: n for n in layers}
         self.register_buffer("mean", torch.tensor(_IMAGENET_MEAN).view(1, 3, 1, 1), persistent=False)
         self.register_buffer("std", torch.tensor(_IMAGENET_STD).view(1, 3, 1, 1), persistent=False)
 

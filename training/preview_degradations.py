@@ -1,7 +1,8 @@
 """Contact sheet of random degradations: one HR crop and several LR draws, with the drawn parameters printed.
 
-    python -m training.preview_degradations --config examples/configs/degradations.yml \\
+    animesr-preview-degradations --config training/configs/degradations.yml \\
         --input CLIP_DIR_OR_VIDEO --out sheet.png --seed 0 [--draws 5] [--lbo a.pth b.pth]
+    (or python -m training.preview_degradations ...)
 
 LR tiles are shown at HR size (nearest-neighbour), so codec blocks and aliasing stay visible.
 """
@@ -10,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -18,7 +20,7 @@ import numpy as np
 import torch
 
 from training.data import ClipDataset
-from training.degradations import DegradationConfig, degrade_clip, load_lbo_pool
+from training.degradations import ConfigError, DegradationConfig, degrade_clip, load_lbo_pool
 
 __all__ = ["describe_params", "main", "make_sheet"]
 
@@ -79,9 +81,10 @@ def make_sheet(hr: torch.Tensor, lrs: list[torch.Tensor], params: list[dict[str,
     return np.concatenate(out[:-1], axis=1)
 
 
-def main(argv: list[str] | None = None) -> None:
-    ap = argparse.ArgumentParser(description="Write a contact sheet of random degradations of one clip.")
-    ap.add_argument("--config", required=True, help="degradation YAML (e.g. examples/configs/degradations.yml)")
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(prog="animesr-preview-degradations",
+                                 description="Write a contact sheet of random degradations of one clip.")
+    ap.add_argument("--config", required=True, help="degradation YAML (e.g. training/configs/degradations.yml)")
     ap.add_argument("--input", required=True, help="a clip folder of numbered frames, or a video file")
     ap.add_argument("--out", required=True, help="output PNG")
     ap.add_argument("--seed", type=int, default=0)
@@ -93,10 +96,18 @@ def main(argv: list[str] | None = None) -> None:
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     torch.set_num_threads(1)
 
-    cfg = DegradationConfig.from_yaml(args.config)
-    pool = load_lbo_pool(args.lbo) if args.lbo else None
-    ds = ClipDataset(args.input, clip_len=args.clip_len, gt_size=args.gt_size, scale=cfg.scale, seed=args.seed)
-    item = ds[0]
+    from vsanimesr.loader import WeightsError
+
+    try:
+        cfg = DegradationConfig.from_yaml(args.config)
+        if cfg.uses_lbo and not args.lbo:
+            raise ConfigError(f"{args.config}: resize.lbo_prob={cfg.resize.lbo_prob} needs LBO checkpoints (--lbo)")
+        pool = load_lbo_pool(args.lbo) if args.lbo else None
+        ds = ClipDataset(args.input, clip_len=args.clip_len, gt_size=args.gt_size, scale=cfg.scale, seed=args.seed)
+        item = ds[0]
+    except (ValueError, OSError, WeightsError) as e:  # ConfigError is a ValueError
+        print(f"error: {e}", file=sys.stderr)  # noqa: T201
+        return 2
     hr = item["gt"]
     lrs, params = [], []
     for i in range(args.draws):
@@ -107,9 +118,11 @@ def main(argv: list[str] | None = None) -> None:
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     if not cv2.imwrite(str(out), cv2.cvtColor(sheet, cv2.COLOR_RGB2BGR)):
-        raise SystemExit(f"preview_degradations: cannot write {out}")
+        print(f"error: cannot write {out}", file=sys.stderr)  # noqa: T201
+        return 2
     print(f"wrote {out} ({sheet.shape[1]}x{sheet.shape[0]}) from {item['key']}")  # noqa: T201
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    raise SystemExit(main())

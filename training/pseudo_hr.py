@@ -112,7 +112,7 @@ def _contact_sheet(lq: np.ndarray, hrs: dict[float, np.ndarray], *, crop: int) -
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(prog="python -m training.pseudo_hr", description=__doc__.split("\n\n")[0])
+    ap = argparse.ArgumentParser(prog="animesr-pseudo-hr", description=__doc__.split("\n\n")[0])
     ap.add_argument("--video", required=True, help="a real low-quality video (read with PyAV)")
     ap.add_argument("--scales", required=True, help="comma-separated factors s, e.g. 1.0,0.75,0.5,0.35")
     ap.add_argument("--model", required=True, help="VSR weights trained on classic degradations (file, v1 or v2)")

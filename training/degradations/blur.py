@@ -10,7 +10,7 @@ import torch
 from torch import Tensor
 from torch.nn import functional as F
 
-__all__ = ["apply_kernel", "gaussian_kernel", "random_gaussian_kernel"]
+__all__ = ["apply_kernel", "apply_kernels", "gaussian_kernel", "random_gaussian_kernel"]
 
 
 def gaussian_kernel(
@@ -62,26 +62,41 @@ def apply_kernel(clip: Tensor, kernel: Tensor) -> Tensor:
     """Filter every channel of every frame of ``clip`` (T,C,H,W) with one 2-D ``kernel``.
 
     Borders are mirrored without repeating the edge pixel (OpenCV's default, torch's ``reflect``), falling back to
-    edge replication for frames smaller than the kernel radius. The filtering is done in the Fourier domain:
-    a 21x21 kernel costs the same as a 3x3 one, which keeps a 15x256x256 clip well under 50 ms on one core.
-    Gaussian kernels are point-symmetric, so correlation and convolution agree.
+    edge replication for frames smaller than the kernel radius. See :func:`apply_kernels` for the method.
     """
     if clip.ndim != 4:
         raise ValueError(f"apply_kernel: clip must be (T,C,H,W), got shape {tuple(clip.shape)}")
-    if kernel.ndim != 2 or kernel.shape[0] != kernel.shape[1] or kernel.shape[0] % 2 == 0:
-        raise ValueError(f"apply_kernel: kernel must be square with odd size, got shape {tuple(kernel.shape)}")
-    ks = kernel.shape[0]
+    if kernel.ndim != 2:
+        raise ValueError(f"apply_kernel: kernel must be 2-D, got shape {tuple(kernel.shape)}")
+    return apply_kernels(clip[None], kernel[None])[0]
+
+
+def apply_kernels(clips: Tensor, kernels: Tensor) -> Tensor:
+    """Filter a batch of clips (B,T,C,H,W), clip i with its own kernel ``kernels[i]`` (B,k,k), on their device.
+
+    The filtering is done in the Fourier domain: a 21x21 kernel costs the same as a 3x3 one, and one batched
+    transform serves every clip of a training batch. Gaussian kernels are point-symmetric, so correlation and
+    convolution agree.
+    """
+    if clips.ndim != 5:
+        raise ValueError(f"apply_kernels: clips must be (B,T,C,H,W), got shape {tuple(clips.shape)}")
+    if kernels.ndim != 3 or kernels.shape[0] != clips.shape[0] or kernels.shape[1] != kernels.shape[2] \
+            or kernels.shape[1] % 2 == 0:
+        raise ValueError(f"apply_kernels: kernels must be (B,k,k) with B={clips.shape[0]} and odd k, "
+                         f"got shape {tuple(kernels.shape)}")
+    ks = kernels.shape[-1]
     pad = ks // 2
+    kernels = kernels.to(clips)
     if pad == 0:
-        return clip * kernel.to(clip)[0, 0]
-    h, w = clip.shape[-2:]
+        return clips * kernels.view(-1, 1, 1, 1, 1)
+    b, t, c, h, w = clips.shape
     mode = "reflect" if pad < h and pad < w else "replicate"
-    x = F.pad(clip, (pad, pad, pad, pad), mode=mode)
+    x = F.pad(clips.reshape(b, t * c, h, w), (pad, pad, pad, pad), mode=mode).view(b, t, c, h + 2 * pad, w + 2 * pad)
     hp, wp = x.shape[-2:]
     # Any transform size >= the padded frame works; sizes with only small prime factors are several times faster
     # (a 256x256 frame pads to 276 = 4*3*23; 280 = 8*5*7 is ~3x faster).
     size = (_fast_size(hp), _fast_size(wp))
-    spec = torch.fft.rfft2(x, s=size) * torch.fft.rfft2(kernel.to(clip), s=size)
+    spec = torch.fft.rfft2(x, s=size) * torch.fft.rfft2(kernels, s=size).view(b, 1, 1, size[0], -1)
     y = torch.fft.irfft2(spec, s=size)
     # Circular convolution of the padded frame: rows/cols ks-1 .. hp-1 never wrap around.
     return y[..., ks - 1 : hp, ks - 1 : wp].contiguous()

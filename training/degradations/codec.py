@@ -15,11 +15,14 @@ from fractions import Fraction
 import av
 import numpy as np
 
-__all__ = ["CODECS", "codec_roundtrip", "quantize"]
+__all__ = ["CODECS", "X264_LOSSLESS_BELOW", "X264_PROFILES", "codec_roundtrip", "quantize"]
 
 # encoder name -> decoder name
 CODECS = {"libx264": "h264", "libx265": "hevc", "mpeg2video": "mpeg2video"}
 X264_PROFILES = ("baseline", "main", "high")
+X264_LOSSLESS_BELOW = 1.0
+"""libx264 encodes CRF values below 1 losslessly, which its baseline, main and high profiles cannot: opening the
+encoder fails ("high profile doesn't support lossless")."""
 
 
 def quantize(x: np.ndarray, *, mode: str = "round") -> np.ndarray:
@@ -96,6 +99,9 @@ def codec_roundtrip(
     else:
         if crf is None or not 0 <= crf <= 51:
             raise ValueError(f"codec_roundtrip: crf must be in [0, 51] for {codec}, got {crf!r}")
+        if codec == "libx264" and profile is not None and crf < X264_LOSSLESS_BELOW:
+            raise ValueError(f"codec_roundtrip: crf={crf!r} is lossless for libx264, which profile={profile!r} "
+                             f"cannot encode; use crf >= {X264_LOSSLESS_BELOW:g} or profile=None")
         opts.update(crf=f"{crf:.4f}", preset=preset)
         if codec == "libx264" and profile is not None:
             opts["profile"] = profile

@@ -19,12 +19,24 @@ def _up(x: Tensor, factor: int) -> Tensor:
 
 
 class ResidualBlock(nn.Module):
-    """conv3x3 -> ReLU -> conv3x3, plus identity."""
+    """conv3x3 -> ReLU -> conv3x3, plus identity.
+
+    Initialised as the published code does (kaiming-normal weights scaled by 0.1, zero biases): each block starts
+    close to the identity, so a deep stack trains stably from scratch. Loading weights replaces all of it.
+    """
 
     def __init__(self, *, num_feat: int = 64) -> None:
         super().__init__()
         self.conv1 = nn.Conv2d(num_feat, num_feat, 3, 1, 1)
         self.conv2 = nn.Conv2d(num_feat, num_feat, 3, 1, 1)
+        self.reset_parameters()
+
+    def reset_parameters(self, *, scale: float = 0.1) -> None:
+        with torch.no_grad():
+            for conv in (self.conv1, self.conv2):
+                nn.init.kaiming_normal_(conv.weight)  # fan_in, gain sqrt(2)
+                conv.weight.mul_(scale)
+                nn.init.zeros_(conv.bias)
 
     def forward(self, x: Tensor) -> Tensor:
         return x + self.conv2(F.relu(self.conv1(x)))

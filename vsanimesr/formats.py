@@ -236,8 +236,9 @@ class Converter:
     """Float RGB (3, H, W) on a device -> the planes of ``spec`` at ``size``, computed on that device.
 
     ``src_size`` (the engine's output size, default ``size``) different from ``size`` resizes the RGB first with
-    Spline36 (``outscale``), before the clamp. Weights and constants are prepared once; a call allocates only its
-    temporaries (the caching allocator recycles them on CUDA).
+    Spline36 (``outscale``), before the clamp. Weights, constants and working buffers are prepared once per
+    instance (fresh multi-megabyte allocations cost more than the arithmetic on a CPU), so an instance is not
+    reentrant: use one per thread, or a lock. The input is never modified.
     """
 
     def __init__(
@@ -264,6 +265,13 @@ class Converter:
             # zimg's shift for left siting: -0.5 input samples horizontally (centre of the even column), 0 vertically.
             shift = (0.0, -0.5 if fmt.ss_w else 0.0)
             self._chroma = Resampler(self.size, self.plane_shapes[1], shift=shift, device=self.device)
+        self._bufs: dict[str, Tensor] = {}
+
+    def _buf(self, name: str, shape: tuple[int, ...]) -> Tensor:
+        buf = self._bufs.get(name)
+        if buf is None:
+            buf = self._bufs[name] = torch.empty(shape, dtype=torch.float32, device=self.device)
+        return buf
 
     def __call__(self, rgb: Tensor, out: Sequence[Tensor] | None = None) -> list[Tensor]:
         """Convert ``rgb`` (any float dtype, on :attr:`device`); write into ``out`` (tensors of the plane shapes,
@@ -275,35 +283,42 @@ class Converter:
             raise ValueError(f"Converter: out must be planes of shapes {list(self.plane_shapes)}, "
                              f"got {[tuple(o.shape) for o in out]}")
         spec, fmt = self.spec, self.spec.format
+        h, w = self.size
         x = rgb.float()
+        owned = x is not rgb  # a converted copy may be modified in place; the caller's tensor never is
         if self._resize is not None:
-            x = self._resize(x)
+            x = self._resize(x, out=self._buf("rgb", (3, h, w)))
+            owned = True
         if spec.clamp:
-            x = x.clamp(0.0, 1.0)
+            x = x.clamp_(0.0, 1.0) if owned else torch.clamp(x, 0.0, 1.0, out=self._buf("rgb", (3, h, w)))
+            owned = True
         if fmt.family == Family.RGB:
             planes = [x[0], x[1], x[2]]
-            chroma = [False, False, False]
+            if not owned and not fmt.is_float:
+                planes = [self._buf("yuv", (3, h, w))[i].copy_(p) for i, p in enumerate(planes)]
         else:
-            rows = spec._coeffs if fmt.family == Family.YUV else spec._coeffs[:1]
-            planes = [x[0] * r[0] + x[1] * r[1] + x[2] * r[2] for r in rows]
-            chroma = [False, True, True][: len(planes)]
+            n = 3 if fmt.family == Family.YUV else 1
+            yuv = self._buf("yuv", (n, h, w))
+            for i, (c0, c1, c2) in enumerate(spec._coeffs[:n]):
+                torch.mul(x[0], c0, out=yuv[i]).add_(x[1], alpha=c1).add_(x[2], alpha=c2)
+            planes = list(yuv)
             if self._chroma is not None:
-                uv = self._chroma(torch.stack(planes[1:]))
+                uv = self._chroma(yuv[1:], out=self._buf("uv", (2, *self.plane_shapes[1])))
                 planes[1:] = [uv[0], uv[1]]
         result = []
-        for i, (p, is_chroma) in enumerate(zip(planes, chroma, strict=True)):
-            q = self._quantize(p, is_chroma)
+        for i, p in enumerate(planes):
+            q = self._quantize(p, chroma=fmt.family == Family.YUV and i > 0)
             if out is None:
-                result.append(q if q.dtype == fmt.dtype else q.to(fmt.dtype))
+                result.append(q.to(fmt.dtype, copy=True))
             else:
                 out[i].copy_(q)  # one pass: cast, device transfer and (row-strided) write
                 result.append(out[i])
         return result
 
     def _quantize(self, p: Tensor, chroma: bool) -> Tensor:
+        """Scale to code values, round and clamp, in place (``p`` is a working buffer here)."""
         fmt = self.spec.format
         if fmt.is_float:
             return p
         scale, offset = self.spec._levels(chroma)
-        q = p * scale + offset
-        return q.round_().clamp_(0.0, float((1 << fmt.bits) - 1))
+        return p.mul_(scale).add_(offset).round_().clamp_(0.0, float((1 << fmt.bits) - 1))

@@ -126,12 +126,23 @@ def _mirror(n: int, pad: int) -> np.ndarray:
     return np.where(i >= n, 2 * n - 1 - i, i)
 
 
+@dataclass
+class _Axis:
+    dim: int  # -2 (rows) or -1 (columns)
+    taps: Taps
+    mirror: Tensor  # padded position -> input index
+    weights: Tensor  # (dst, K) float32
+    index: Tensor  # (dst, K) into the padded axis
+    w0: list[float]  # weights[0] as Python floats (strided path)
+
+
 class Resampler:
     """Resize (..., H, W) float tensors from ``src`` = (H, W) to ``dst`` = (h, w) on one device.
 
-    Weights and indices are computed once and kept on ``device``; calling it allocates only the outputs. ``shift``
-    = (dy, dx) moves the sampling grid in input pixels (chroma siting); ``filter`` names a kernel in
-    :data:`FILTERS`.
+    Weights and indices are computed once and kept on ``device``; intermediate buffers are allocated on the first
+    call for a given leading shape and reused (large fresh CPU allocations cost more than the arithmetic), so an
+    instance is not reentrant: use one per thread. ``shift`` = (dy, dx) moves the sampling grid in input pixels
+    (chroma siting); ``filter`` names a kernel in :data:`FILTERS`.
     """
 
     def __init__(
@@ -145,48 +156,107 @@ class Resampler:
     ) -> None:
         self.src, self.dst = (int(src[0]), int(src[1])), (int(dst[0]), int(dst[1]))
         self.device = torch.device(device)
-        self._axes = []
-        # The axis that shrinks more goes first, so the second pass runs on fewer samples.
-        axes = [(-2, 0), (-1, 1)]
-        axes.sort(key=lambda a: self.dst[a[1]] / self.src[a[1]])
-        for dim, i in axes:
+        self._axes: list[_Axis] = []
+        self._scratch: dict[tuple, Tensor] = {}
+        # The axis that shrinks more goes first, so the second pass runs on fewer samples; columns first on a tie
+        # (the row pass is the cheaper one on a CPU, so it should see the smaller image).
+        for dim, i in sorted([(-1, 1), (-2, 0)], key=lambda a: self.dst[a[1]] / self.src[a[1]]):
             if self.src[i] == self.dst[i] and shift[i] == 0.0:
                 continue
             t = taps(self.src[i], self.dst[i], filter, shift[i])
-            mirror = torch.as_tensor(_mirror(self.src[i], t.pad), device=self.device)
-            w = torch.as_tensor(t.weights, dtype=torch.float32, device=self.device)
-            idx = torch.as_tensor(t.index, device=self.device)
-            self._axes.append((dim, t, mirror, w, idx, [float(v) for v in w[0].cpu()]))
+            w = torch.as_tensor(t.weights, dtype=torch.float32)
+            self._axes.append(_Axis(
+                dim=dim,
+                taps=t,
+                mirror=torch.as_tensor(_mirror(self.src[i], t.pad), device=self.device),
+                weights=w.to(self.device),
+                index=torch.as_tensor(t.index, device=self.device),
+                w0=[float(v) for v in w[0]],
+            ))
 
-    def __call__(self, x: Tensor) -> Tensor:
+    def __call__(self, x: Tensor, out: Tensor | None = None) -> Tensor:
+        """Resample ``x`` (..., H, W); the result goes into ``out`` when given (same leading shape, float32)."""
         if tuple(x.shape[-2:]) != self.src:
             raise ValueError(f"Resampler: input must be (..., {self.src[0]}, {self.src[1]}), got {tuple(x.shape)}")
         x = x.float()
-        for dim, t, mirror, w, idx, w0 in self._axes:
-            x = _apply(x, dim, t, mirror, w, idx, w0)
+        if not self._axes:
+            return x.clone() if out is None else out.copy_(x)
+        for n, axis in enumerate(self._axes):
+            last = n == len(self._axes) - 1
+            x = self._apply(x, axis, out if last else None, n)
         return x
 
+    def _buf(self, key: tuple, shape: tuple[int, ...]) -> Tensor:
+        buf = self._scratch.get(key)
+        if buf is None or tuple(buf.shape) != shape:
+            buf = self._scratch[key] = torch.empty(shape, dtype=torch.float32, device=self.device)
+        return buf
 
-def _apply(x: Tensor, dim: int, t: Taps, mirror: Tensor, w: Tensor, idx: Tensor, w0: list[float]) -> Tensor:
-    xp = x.index_select(dim, mirror) if t.pad else x
-    k_taps = t.weights.shape[1]
-    if t.stride is not None:
-        out = None
+    def _pad(self, x: Tensor, axis: _Axis, n: int) -> Tensor:
+        """``x`` mirrored by ``pad`` samples on both ends of the axis (slices and a concatenation: a gather along
+        columns is several times slower on a CPU)."""
+        t, dim = axis.taps, axis.dim
+        if not t.pad:
+            return x
+        size = x.shape[dim]
+        shape = list(x.shape)
+        shape[dim] += 2 * t.pad
+        buf = self._buf(("pad", n), tuple(shape))
+        if t.pad > size:  # tiny input: the mirror folds more than once
+            return torch.index_select(x, dim, axis.mirror, out=buf)
+        left = x.narrow(dim, 0, t.pad).flip(dim)
+        right = x.narrow(dim, size - t.pad, t.pad).flip(dim)
+        return torch.cat([left, x, right], dim=dim, out=buf)
+
+    def _apply(self, x: Tensor, axis: _Axis, out: Tensor | None, n: int) -> Tensor:
+        t, dim = axis.taps, axis.dim
+        xp = self._pad(x, axis, n)
+        shape = list(x.shape)
+        shape[dim] = t.dst
+        if out is None:
+            out = torch.empty(shape, dtype=torch.float32, device=x.device) if n == len(self._axes) - 1 \
+                else self._buf(("out", n), tuple(shape))
+        k_taps = t.weights.shape[1]
+        if t.stride is not None and dim == -1 and x.device.type == "cpu" and t.stride > 1:
+            # Columns on a CPU: every-r-th-column views do not vectorise, so split the padded rows into their r
+            # phases once (one copy) and add contiguous slices of the phases instead.
+            r, s0 = t.stride, int(t.index[0, 0])
+            m = t.dst + (k_taps - 1) // r
+            span = xp.narrow(-1, s0, min(m * r, xp.shape[-1] - s0))
+            if span.shape[-1] < m * r:  # the last phase is one short: extend by a copy of the last column
+                span = torch.cat([span, span[..., -1:].expand(*span.shape[:-1], m * r - span.shape[-1])], -1)
+            phases = self._buf(("phases", n), (r, *span.shape[:-1], m))
+            phases.copy_(span.unflatten(-1, (m, r)).movedim(-1, 0))
+            for k, wk in enumerate(axis.w0):
+                view = phases[k % r].narrow(-1, k // r, t.dst)
+                if k == 0:
+                    torch.mul(view, wk, out=out)
+                else:
+                    out.add_(view, alpha=wk)
+            return out
+        if t.stride is not None:
+            for k, wk in enumerate(axis.w0):
+                view = xp.narrow(dim, int(t.index[0, k]), (t.dst - 1) * t.stride + 1)
+                view = view[..., :: t.stride, :] if dim == -2 else view[..., :: t.stride]
+                if k == 0:
+                    torch.mul(view, wk, out=out)
+                else:
+                    out.add_(view, alpha=wk)
+            return out
+        # Irregular taps: gather whole rows per tap (fast); columns via a transposed copy.
+        rows = xp if dim == -2 else xp.transpose(-1, -2).contiguous()
+        tshape = list(rows.shape)
+        tshape[-2] = t.dst
+        acc = out if dim == -2 else self._buf(("acc", n), tuple(tshape))
+        tmp = self._buf(("tap", n), tuple(tshape))
         for k in range(k_taps):
-            start = int(t.index[0, k])
-            view = xp.narrow(dim, start, (t.dst - 1) * t.stride + 1)
-            view = view[..., :: t.stride, :] if dim == -2 else view[..., :: t.stride]
-            out = view * w0[k] if out is None else out.add_(view, alpha=w0[k])
-        assert out is not None
-        return out
-    shape = [1] * x.ndim
-    shape[dim] = t.dst
-    out = None
-    for k in range(k_taps):
-        term = xp.index_select(dim, idx[:, k]) * w[:, k].reshape(shape)
-        out = term if out is None else out.add_(term)
-    assert out is not None
-    return out
+            torch.index_select(rows, -2, axis.index[:, k], out=tmp)
+            wk = axis.weights[:, k, None]
+            if k == 0:
+                torch.mul(tmp, wk, out=acc)
+            else:
+                acc.addcmul_(tmp, wk)
+        return acc if dim == -2 else out.copy_(acc.transpose(-1, -2))
 
 
 def resize(x: Tensor, size: tuple[int, int], filter: str = "spline36") -> Tensor:  # noqa: A002

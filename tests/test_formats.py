@@ -15,8 +15,8 @@ import numpy as np
 import pytest
 import torch
 
+from animesr_tools.metrics import psnr
 from vsanimesr.formats import FORMATS, MATRICES, Converter, Family, OutputSpec, PixelFormat
-from vsanimesr.metrics import psnr
 from vsanimesr.resample import Resampler, resize, taps
 from vsanimesr.staging import PinnedStaging, PlaneWriter
 

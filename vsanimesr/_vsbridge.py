@@ -119,27 +119,35 @@ class Bridge:
         """Write output frame ``n`` into ``planes`` (the new frame's writable planes, rows ``strides[i]`` bytes
         apart); return None, or an error message.
 
-        The frame is converted to the output format on the engine's device and copied to the host once (through
-        pinned buffers on CUDA). VapourSynth delivers requests slightly out of order even in a sequential render;
-        the session's output cache (sized from :data:`OUTPUT_CACHE_BYTES`) absorbs that, so a sequential render
-        costs one step per frame.
+        The frame is converted to the output format on the engine's device and copied to the host once. On CUDA
+        only the network step, the conversion and queueing the copy (to pinned memory, on a side stream) hold the
+        instance's lock; waiting for the copy and the ``memcpy`` into ``planes`` do not, so with several requests
+        in flight (``core.num_threads`` > 1) the next frame's step runs on the GPU while this one is copied.
+        VapourSynth delivers requests slightly out of order even in a sequential render; the session's output cache
+        (sized from :data:`OUTPUT_CACHE_BYTES`) absorbs that, so a sequential render costs one step per frame.
         """
-        with self._lock:
-            try:
-                item = self.writer.dtype.itemsize
-                dst = [np.ndarray(shape, self.writer.dtype, buffer=p, strides=(stride, item))
-                       for p, shape, stride in zip(planes, self.writer.plane_shapes, strides, strict=True)]
-                self._window = window
-                # Each call from C may run on a fresh thread state, so the CUDA device is set here, every time.
-                with self._cuda:
-                    self.writer.write(self.session.tensor(n), dst)
-                log.debug("animesr.Upscale: frame %d done, %d network steps so far", n, self.sr.steps)
-                return None
-            except Exception as e:
-                tb = "".join(traceback.format_exception(e)).rstrip()
-                return f"{PREFIX}frame {n}: {type(e).__name__}: {_message(e)}\n{tb}"
-            finally:
-                self._window = None
+        try:
+            item = self.writer.dtype.itemsize
+            dst = [np.ndarray(shape, self.writer.dtype, buffer=p, strides=(stride, item))
+                   for p, shape, stride in zip(planes, self.writer.plane_shapes, strides, strict=True)]
+            self.writer.check(dst)
+            with self._lock:
+                try:
+                    self._window = window
+                    # Each call from C may run on a fresh thread state, so the CUDA device is set here, every time.
+                    with self._cuda:
+                        ticket = self.writer.start(self.session.tensor(n))
+                        if ticket.slot is None:  # CPU: the conversion itself writes dst (and uses shared buffers)
+                            self.writer.finish(ticket, dst)
+                finally:
+                    self._window = None
+            if ticket.slot is not None:
+                self.writer.finish(ticket, dst)
+            log.debug("animesr.Upscale: frame %d done, %d network steps so far", n, self.sr.steps)
+            return None
+        except Exception as e:
+            tb = "".join(traceback.format_exception(e)).rstrip()
+            return f"{PREFIX}frame {n}: {type(e).__name__}: {_message(e)}\n{tb}"
 
     def _source_frame(self, k: int) -> tuple[Any, Any, Any]:
         assert self._window is not None, "source frames are only read inside process()"

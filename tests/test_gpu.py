@@ -427,3 +427,31 @@ def test_filter_yuv420p10_on_cuda_any_order_and_vspipe(core, cuda_reference, tmp
     flat = np.fromfile(raw, dtype="<u2").reshape(len(lr), -1)
     for n in range(len(lr)):
         np.testing.assert_array_equal(flat[n], np.concatenate([p.ravel() for p in seq[n]]), err_msg=f"frame {n}")
+
+
+def test_engine_and_filter_on_the_tensorrt_backend(core, tmp_path: Path, monkeypatch) -> None:  # noqa: ANN001
+    """backend="tensorrt" end to end: within the fp16 bound of the torch backend, order-proof in the filter."""
+    _trt_or_skip()
+    from vsanimesr.options import BACKENDS
+
+    if "tensorrt" not in BACKENDS:
+        pytest.fail("backend 'tensorrt' is not wired into Options/make_step (vsanimesr.backends.tensorrt.make_step)")
+    vs = pytest.importorskip("vapoursynth")
+    monkeypatch.setenv("VSANIMESR_HOME", str(tmp_path))  # a fresh engine cache (the weights come from the fixture)
+    frames = _frames(8, 32, 48)
+    torch16 = AnimeSR(device="cuda", fp16=True, reset_interval=4, warmup=2).upscale(frames)
+    trt = AnimeSR(device="cuda", fp16=True, backend="tensorrt", reset_interval=4, warmup=2)
+    out = trt.upscale(frames)
+    assert psnr(np.clip(out, 0, 1), np.clip(torch16, 0, 1)) > 40
+    order = list(range(len(frames)))
+    random.Random(2).shuffle(order)
+    for n in order:
+        np.testing.assert_array_equal(trt.frame(n, frames.__getitem__, len(frames)), out[n], err_msg=f"frame {n}")
+    lr = np.ascontiguousarray(frames.transpose(0, 3, 1, 2))
+    kw = dict(device="cuda", fp16=1, backend="tensorrt", reset_interval=4, warmup=2, format=vs.YUV420P10)
+    seq_clip = core.animesr.Upscale(clip_from(core, lr), **kw)
+    seq = [[np.array(f[p]) for p in range(3)] for f in (seq_clip.get_frame(n) for n in range(len(lr)))]
+    up = core.animesr.Upscale(clip_from(core, lr), **kw)
+    for n in reversed(range(len(lr))):
+        for a, b in zip([np.array(up.get_frame(n)[p]) for p in range(3)], seq[n], strict=True):
+            np.testing.assert_array_equal(a, b, err_msg=f"frame {n}")

@@ -91,6 +91,33 @@ def test_bad_key_arguments_are_named(kwargs: dict, match: str) -> None:
         engine_key(sha, **args)
 
 
+@pytest.mark.parametrize(
+    ("kwargs", "match"),
+    [
+        (dict(device=torch.device("cpu")), "device='cpu': backend 'tensorrt' needs a CUDA device"),
+        (dict(compile=True), "compile=True: is torch.compile; backend 'tensorrt' builds its own engine"),
+        (dict(precision="bf16"), "backend='tensorrt': computes in fp32, tf32, fp16, not bf16"),
+    ],
+)
+def test_make_step_names_the_option_that_cannot_work(weights_v2, kwargs: dict, match: str) -> None:
+    from vsanimesr.loader import load_model
+    from vsanimesr.options import OptionError
+
+    args = {"model_path": weights_v2, "device": torch.device("cuda"), "precision": "fp16", **kwargs}
+    with pytest.raises(OptionError, match=match):
+        trt_backend.make_step(load_model(weights_v2), **args)
+
+
+@pytest.mark.skipif(not trt_backend.missing_packages(), reason="tensorrt is installed here")
+def test_make_step_without_tensorrt_names_the_extra(weights_v2) -> None:
+    from vsanimesr.loader import load_model
+    from vsanimesr.options import OptionError
+
+    with pytest.raises(OptionError, match=r"backend='tensorrt': needs the package\(s\) tensorrt: .*\[trt\]"):
+        trt_backend.make_step(load_model(weights_v2), model_path=weights_v2, device=torch.device("cuda"),
+                              precision="fp32")
+
+
 @pytest.mark.skipif(not trt_backend.missing_packages(), reason="tensorrt is installed here")
 def test_missing_tensorrt_is_a_clear_error(weights_v2) -> None:
     with pytest.raises(RuntimeError, match=r"TensorRTStep: needs the package\(s\) tensorrt: .*\[trt\]"):

@@ -39,7 +39,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-__all__ = ["ENGINE_FORMAT", "PRECISIONS", "EngineKey", "TensorRTStep", "engine_key", "missing_packages"]
+__all__ = ["ENGINE_FORMAT", "PRECISIONS", "EngineKey", "TensorRTStep", "engine_key", "make_step", "missing_packages"]
 
 log = logging.getLogger("vsanimesr")
 
@@ -138,6 +138,33 @@ def engine_key(
         model_sha256=model_sha256, precision=precision, min_hw=lo, opt_hw=opt, max_hw=hi, gpu=gpu.strip(),
         compute_capability=compute_capability.strip(), trt_version=trt_version.strip(), export_format=export_format,
     )  # fmt: skip
+
+
+def make_step(
+    net: Any,
+    *,
+    model_path: str | os.PathLike[str],
+    device: torch.device,
+    precision: str,
+    compile: bool = False,  # noqa: A002 - the option's name
+) -> TensorRTStep:
+    """``Options.backend == "tensorrt"``: the engine's step for ``net`` (its scale and state channels) on ``device``,
+    with the engine's ``precision``. Combinations that cannot work raise :class:`~vsanimesr.options.OptionError`
+    naming the option and its value (the caller adds its prefix)."""
+    from vsanimesr.options import OptionError
+
+    if device.type != "cuda":
+        raise OptionError("device", str(device), "backend 'tensorrt' needs a CUDA device")
+    if compile:
+        raise OptionError("compile", True, "is torch.compile; backend 'tensorrt' builds its own engine")
+    if precision not in PRECISIONS:
+        raise OptionError("backend", "tensorrt", f"computes in {', '.join(PRECISIONS)}, not {precision} "
+                          "(bf16 is not offered: use fp16)")
+    missing = missing_packages()
+    if missing:
+        raise OptionError("backend", "tensorrt", f"needs the package(s) {', '.join(missing)}: "
+                          "pip install 'vapoursynth-animesr[trt]'")
+    return TensorRTStep(model_path, device=device, precision=precision, scale=net.scale, channels=net.num_feat)
 
 
 def engine_cache_dir() -> Path:

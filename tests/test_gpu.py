@@ -429,7 +429,7 @@ def test_filter_yuv420p10_on_cuda_any_order_and_vspipe(core, cuda_reference, tmp
         np.testing.assert_array_equal(flat[n], np.concatenate([p.ravel() for p in seq[n]]), err_msg=f"frame {n}")
 
 
-def test_engine_and_filter_on_the_tensorrt_backend(core, tmp_path: Path, monkeypatch) -> None:  # noqa: ANN001
+def test_engine_and_filter_on_the_tensorrt_backend(core) -> None:  # noqa: ANN001
     """backend="tensorrt" end to end: within the fp16 bound of the torch backend, order-proof in the filter."""
     _trt_or_skip()
     from vsanimesr.options import BACKENDS
@@ -437,7 +437,6 @@ def test_engine_and_filter_on_the_tensorrt_backend(core, tmp_path: Path, monkeyp
     if "tensorrt" not in BACKENDS:
         pytest.fail("backend 'tensorrt' is not wired into Options/make_step (vsanimesr.backends.tensorrt.make_step)")
     vs = pytest.importorskip("vapoursynth")
-    monkeypatch.setenv("VSANIMESR_HOME", str(tmp_path))  # a fresh engine cache (the weights come from the fixture)
     frames = _frames(8, 32, 48)
     torch16 = AnimeSR(device="cuda", fp16=True, reset_interval=4, warmup=2).upscale(frames)
     trt = AnimeSR(device="cuda", fp16=True, backend="tensorrt", reset_interval=4, warmup=2)

@@ -88,7 +88,8 @@ class PinnedStaging:
             hplanes.append(host_np[off : off + n].view(np_dtype).reshape(h, w))
         self.slots_allocated += 1
         log.debug("PinnedStaging: slot %d, %d bytes pinned", self.slots_allocated, self.nbytes)
-        return _Slot(dev, host, dplanes, hplanes, torch.cuda.Event(), torch.cuda.Event())
+        # The host waits on `copied` while VapourSynth's other threads need the CPU: a blocking wait, not a spin.
+        return _Slot(dev, host, dplanes, hplanes, torch.cuda.Event(), torch.cuda.Event(blocking=True))
 
     def acquire(self) -> _Slot:
         """A free slot; the current stream waits until its previous copy is done before anything writes it."""

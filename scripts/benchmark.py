@@ -25,6 +25,8 @@ Rows, per device and low-resolution size (WxH):
     vspipe      core.animesr.Upscale under vspipe, fed RGBS frames from a script (vspipe's own timer)
     cli         `animesr frames` on a folder of PNGs (PNG decode/encode included, engine start-up excluded)
     vspipe-fp16, cli-fp16   the same with fp16=1 / --fp16 (CUDA only)
+    vspipe-yuv, vspipe-yuv-fp16  vspipe with format=vs.YUV420P10: the encoder's input, converted on the device
+                (fp16: CUDA only)
 
 "vs net" is frames/s divided by the `net` row's on the same device and size. All variants alternate within each
 round (the order rotates every round), so slow phases of a shared machine hit all of them alike; the table gives the
@@ -36,6 +38,7 @@ every 10 ms) above its level before the run; for vspipe and the CLI the child's 
 from __future__ import annotations
 
 import argparse
+import functools
 import importlib.metadata
 import os
 import platform
@@ -56,10 +59,11 @@ REPO = Path(__file__).resolve().parents[1]
 
 ALL_VARIANTS = ("net", "net-cl", "net-bf16", "net-fp16", "net-tf32", "net-openvino", "net-onnxruntime", "engine",
                 "engine-nchw", "engine-compile", "engine-bf16", "engine-fp16", "engine-tf32", "engine-openvino",
-                "engine-openvino-bf16", "vspipe", "vspipe-fp16", "cli", "cli-fp16")  # fmt: skip
-CUDA_ONLY = ("net-fp16", "net-tf32", "engine-fp16", "engine-tf32", "vspipe-fp16", "cli-fp16")
+                "engine-openvino-bf16", "vspipe", "vspipe-fp16", "vspipe-yuv", "vspipe-yuv-fp16",
+                "cli", "cli-fp16")  # fmt: skip
+CUDA_ONLY = ("net-fp16", "net-tf32", "engine-fp16", "engine-tf32", "vspipe-fp16", "vspipe-yuv-fp16", "cli-fp16")
 CPU_ONLY = ("net-openvino", "net-onnxruntime", "engine-openvino", "engine-openvino-bf16")
-SUBPROCESS = ("vspipe", "vspipe-fp16", "cli", "cli-fp16")
+SUBPROCESS = ("vspipe", "vspipe-fp16", "vspipe-yuv", "vspipe-yuv-fp16", "cli", "cli-fp16")
 MIB = 1 << 20
 
 
@@ -258,13 +262,14 @@ def _run_child(cmd: list[str], env: dict[str, str]) -> tuple[subprocess.Complete
 
 
 def run_vspipe(workdir: Path, frames: np.ndarray, *, device: str, fp16: bool, model: str, threads: int,
-               env: dict[str, str]) -> tuple[float, float]:  # fmt: skip
-    """frames/s of core.animesr.Upscale under vspipe (its own timer) and the child's peak RSS (MiB)."""
+               env: dict[str, str], yuv: bool = False) -> tuple[float, float]:  # fmt: skip
+    """frames/s of core.animesr.Upscale under vspipe (its own timer) and the child's peak RSS (MiB); ``yuv``:
+    YUV420P10 output (converted on the engine's device)."""
     npy = workdir / "frames_planar.npy"
     if not npy.exists():
         np.save(npy, np.ascontiguousarray(frames.transpose(0, 3, 1, 2), dtype=np.float32) / 255.0)
-    script = workdir / f"bench_{device.replace(':', '_')}_{int(fp16)}.vpy"
-    extra = ", fp16=1" if fp16 else ""
+    script = workdir / f"bench_{device.replace(':', '_')}_{int(fp16)}_{int(yuv)}.vpy"
+    extra = (", fp16=1" if fp16 else "") + (", format=vs.YUV420P10" if yuv else "")
     from animesr_tools.vsbench import VPY  # the same source script: frames from a .npy, so no decoder cost
 
     script.write_text(VPY.format(threads=threads, npy=str(npy), model=model, device=device, extra=extra))
@@ -393,7 +398,10 @@ def benchmark(
                             continue
                         try:
                             if v in SUBPROCESS:
-                                fn = run_vspipe if v.startswith("vspipe") else run_cli
+                                if v.startswith("vspipe"):
+                                    fn = functools.partial(run_vspipe, yuv=v.startswith("vspipe-yuv"))
+                                else:
+                                    fn = run_cli
                                 fps, mem = fn(Path(tmp), clip, device=device, fp16=v.endswith("fp16"), model=model,
                                               threads=threads, env=env)  # fmt: skip
                                 res[v].mem_kind = "child RSS"

@@ -98,7 +98,9 @@ def run_vspipe(
             threads=torch.get_num_threads(),
         )
     )
-    env = dict(os.environ, PYTHONPATH=str(REPO), OMP_NUM_THREADS="1")
+    # This checkout first; an existing PYTHONPATH is kept after it (e.g. a development copy of vapoursynth).
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")])),
+               OMP_NUM_THREADS="1")
     proc = subprocess.run(
         [str(vspipe), *args, str(script), str(tmp_path / "out.raw")], capture_output=True, text=True, env=env,
         timeout=300,
@@ -228,14 +230,14 @@ def test_cuda_without_cuda(core):
 def test_engine_exception_is_a_frame_error(core, monkeypatch):
     from vsanimesr.engine import Session
 
-    real = Session.frame_planar
+    real = Session.tensor
 
     def flaky(self, n, *a, **k):
         if n == 5:
             raise RuntimeError("forced failure for the test")
         return real(self, n, *a, **k)
 
-    monkeypatch.setattr(Session, "frame_planar", flaky)
+    monkeypatch.setattr(Session, "tensor", flaky)
     up = core.animesr.Upscale(clip_from(core, smooth_frames()), model="v2", device="cpu", **SETTINGS)
     up.get_frame(4)
     with pytest.raises(vs.Error, match=r"animesr\.Upscale: frame 5: RuntimeError: forced failure for the test"):
@@ -246,12 +248,12 @@ def test_engine_exception_is_a_frame_error(core, monkeypatch):
 def test_engine_exception_makes_vspipe_fail_cleanly(core, tmp_path):
     extra = (
         "from vsanimesr.engine import Session\n"
-        "_real = Session.frame_planar\n"
+        "_real = Session.tensor\n"
         "def _flaky(self, n, *a, **k):\n"
         "    if n == 6:\n"
         "        raise RuntimeError('forced failure for the test')\n"
         "    return _real(self, n, *a, **k)\n"
-        "Session.frame_planar = _flaky\n"
+        "Session.tensor = _flaky\n"
     )
     proc, _, _ = run_vspipe(tmp_path, smooth_frames(), extra=extra)
     assert proc.returncode != 0
@@ -280,7 +282,9 @@ def test_x265_pipeline_from_the_readme(core, demo_video, tmp_path):
         pytest.skip("vapoursynth-bestsource is not installed")
     vspipe = Path(sys.executable).with_name("vspipe")
     out = tmp_path / "out.hevc"
-    env = dict(os.environ, PYTHONPATH=str(REPO), OMP_NUM_THREADS="1")
+    # This checkout first; an existing PYTHONPATH is kept after it (e.g. a development copy of vapoursynth).
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")])),
+               OMP_NUM_THREADS="1")
     cmd = (
         f"{vspipe} -c y4m {REPO / 'examples/upscale.vpy'} -a input={demo_video} -a crop=96x64 -a device=cpu -e 2 - "
         f"| {x265} --y4m - -D 10 -o {out}"
@@ -293,10 +297,10 @@ def test_x265_pipeline_from_the_readme(core, demo_video, tmp_path):
 
 def test_filter_arguments_are_generated_from_the_options(core):
     """The C filter's argument list comes from vsanimesr/options.py (one definition), in the filter's types."""
-    from vsanimesr.options import FIELDS, vs_signature
+    from vsanimesr.options import FIELDS, OUTPUT_FIELDS, vs_signature
 
     assert core.animesr.Upscale.signature == "clip:vnode;" + vs_signature()
-    assert [f.name for f in FIELDS] == [a.split(":")[0] for a in vs_signature().split(";") if a]
+    assert [f.name for f in (*FIELDS, *OUTPUT_FIELDS)] == [a.split(":")[0] for a in vs_signature().split(";") if a]
 
 
 def test_plugin_source_compiles_without_warnings(tmp_path):

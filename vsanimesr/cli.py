@@ -90,8 +90,8 @@ def _add_common(p: argparse.ArgumentParser) -> None:
     g.add_argument("--crop", type=_arg(parse_crop), default=None, metavar="W:H[:X:Y]",
                    help="only this input rectangle (width:height:left:top), e.g. for a quick preview")
     g.add_argument("--outscale", type=_positive_float, default=None, metavar="S",
-                   help="final scale relative to the input; the x4 result is resized with antialiased bicubic "
-                        "(default: 4, no resize)")
+                   help="final scale relative to the input; the x4 result is resized with Spline36, as in the "
+                        "VapourSynth filter (default: 4, no resize)")
     g = p.add_argument_group("output and messages")
     g.add_argument("-y", "--overwrite", action="store_true", help="replace OUTPUT if it already exists")
     g.add_argument("-q", "--quiet", action="store_true", help="no progress bar")

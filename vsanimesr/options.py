@@ -23,8 +23,10 @@ __all__ = [
     "DEFAULT_SCENE_THRESHOLD",
     "DEFAULT_WARMUP",
     "FIELDS",
+    "OUTPUT_FIELDS",
     "OptionError",
     "Options",
+    "OutputArgs",
     "vs_signature",
 ]
 
@@ -175,8 +177,36 @@ FIELDS: tuple[dataclasses.Field[Any], ...] = dataclasses.fields(Options)
 """The options in declaration order, each with ``metadata['help']`` (and ``choices``/``minimum``/``metavar``)."""
 
 
+@dataclass(frozen=True, kw_only=True)
+class OutputArgs:
+    """``core.animesr.Upscale``'s output arguments: what the planes it writes hold and how they are tagged.
+
+    They belong to the VapourSynth layer (the bridge validates them with VapourSynth's own constants and maps them to
+    :class:`vsanimesr.formats.OutputSpec`), not to the engine, so they are declared here only for the filter's
+    generated argument list. Unset means: the input's format (RGBS/RGBH), BT.709, limited range for integer YUV/GRAY
+    (full for RGB and float), and the source frame's own ``_Transfer``/``_Primaries``.
+    """
+
+    format: int | None = _opt(None, "VapourSynth format id of the output, e.g. vs.YUV420P10 (RGB, YUV 4:4:4/4:2:2/"
+                                    "4:2:0 or GRAY; 8-16-bit integer, half or float)", vs_type="int")
+    matrix: int | None = _opt(None, "H.273 matrix (_Matrix) for YUV and GRAY output: 1 BT.709 (default), 4 FCC, "
+                                    "5/6 BT.601, 7 SMPTE 240M, 9 BT.2020 NCL", vs_type="int")
+    range: int | None = _opt(None, "vs.RANGE_LIMITED or vs.RANGE_FULL (the _Range values); default limited for "
+                                   "integer YUV/GRAY, full for RGB and float", vs_type="int")
+    transfer: int | None = _opt(None, "H.273 transfer characteristics to tag (_Transfer); default: the source's",
+                                vs_type="int")
+    primaries: int | None = _opt(None, "H.273 colour primaries to tag (_Primaries); default: the source's",
+                                 vs_type="int")
+
+
+OUTPUT_FIELDS: tuple[dataclasses.Field[Any], ...] = dataclasses.fields(OutputArgs)
+"""The filter's output arguments (after :data:`FIELDS` in its signature); passed to the bridge as ``output``."""
+
+
 def vs_type(f: dataclasses.Field[Any]) -> str:
     """The VapourSynth argument type of an option: ``data`` for strings, ``int`` for flags and integers, ``float``."""
+    if "vs_type" in f.metadata:
+        return f.metadata["vs_type"]
     default = f.default
     if isinstance(default, str):
         return "data"
@@ -186,16 +216,24 @@ def vs_type(f: dataclasses.Field[Any]) -> str:
 
 
 def vs_signature() -> str:
-    """``core.animesr.Upscale``'s argument string after ``clip:vnode;`` (every option is optional)."""
-    return "".join(f"{f.name}:{vs_type(f)}:opt;" for f in FIELDS)
+    """``core.animesr.Upscale``'s argument string after ``clip:vnode;``: the options, then the output arguments
+    (every one optional)."""
+    return "".join(f"{f.name}:{vs_type(f)}:opt;" for f in (*FIELDS, *OUTPUT_FIELDS))
 
 
 def c_header() -> str:
-    """The C filter's view of the options (written to ``animesr_options.h`` by setup.py when the plugin is built)."""
-    rows = "".join(f'    {{"{f.name}", \'{vs_type(f)[0].replace("d", "s")}\'}},\n' for f in FIELDS)
+    """The C filter's view of the options (written to ``animesr_options.h`` by setup.py when the plugin is built).
+
+    ``output`` is 1 for the output arguments (:data:`OUTPUT_FIELDS`), which the filter passes to the bridge in a
+    separate ``output`` dict (``format`` there is the output's; the clip's own format is passed as ``format``)."""
+    rows = "".join(
+        f'    {{"{f.name}", \'{vs_type(f)[0].replace("d", "s")}\', {int(f in OUTPUT_FIELDS)}}},\n'
+        for f in (*FIELDS, *OUTPUT_FIELDS)
+    )
     return (
         "/* Generated from vsanimesr/options.py by setup.py: do not edit. */\n"
         f'#define ANIMESR_OPTIONS_SIGNATURE "{vs_signature()}"\n'
         "static const struct {\n    const char *name;\n    char type; /* 's' data, 'i' int, 'f' float */\n"
+        "    int output; /* 1: an output argument (the bridge's output dict) */\n"
         "} animesr_options[] = {\n" + rows + "};\n"
     )

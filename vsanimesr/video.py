@@ -144,15 +144,16 @@ def target_size(height: int, width: int, outscale: float, *, even: bool = False)
 
 
 def resize_frame(frame: np.ndarray, height: int, width: int) -> np.ndarray:
-    """Resize a float (H, W, 3) frame with antialiased bicubic (so downscaling does not alias)."""
+    """Resize a float (H, W, 3) frame with Spline36, the kernel ``core.animesr.Upscale(outscale=...)`` uses
+    (:mod:`vsanimesr.resample`: zimg's taps, widened when shrinking so downscaling does not alias)."""
     if frame.shape[:2] == (height, width):
         return frame
     import torch
-    import torch.nn.functional as F
 
-    t = torch.from_numpy(np.ascontiguousarray(frame, dtype=np.float32)).permute(2, 0, 1)[None]
-    out = F.interpolate(t, size=(height, width), mode="bicubic", align_corners=False, antialias=True)
-    return out[0].permute(1, 2, 0).numpy()
+    from vsanimesr.resample import resize
+
+    t = torch.from_numpy(np.ascontiguousarray(frame, dtype=np.float32)).permute(2, 0, 1)
+    return resize(t, (height, width)).permute(1, 2, 0).numpy()
 
 
 def to_uint(frame: np.ndarray, bits: int) -> np.ndarray:

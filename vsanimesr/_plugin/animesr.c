@@ -5,7 +5,12 @@
  * requests. AnimeSR is recurrent, so output frame n depends on a window of input frames [lo, hi]; the Python side
  * (vsanimesr._vsbridge) owns the engine, its recurrent state and that window's definition (Options.window), which
  * this filter asks for each request. The argument list is generated from vsanimesr/options.py at build time
- * (animesr_options.h, written by setup.py), so the filter accepts exactly the options the engine defines.
+ * (animesr_options.h, written by setup.py), so the filter accepts exactly the options the engine defines, plus the
+ * output arguments (format, matrix, range, transfer, primaries), which go to the bridge in its `output` dict.
+ *
+ * Output: the bridge converts the engine's float RGB to the output format (and resizes for outscale) on the
+ * engine's device and writes the final planes straight into the new frame; this filter only creates frames of the
+ * bridge's format and size, and tags them (bridge.frame_props, plus the sample aspect ratio when outscale rounds).
  *
  * Threading model (see ../shared notes): fmParallelRequests, so arInitial may run on several threads at once
  * while arAllFramesReady is serialised per instance but NOT ordered. The engine result is a deterministic
@@ -256,9 +261,19 @@ typedef struct {
     uint64_t stamp;    /* last use, for least-recently-used eviction */
 } RingSlot;
 
+/* A frame property the filter writes on every output frame (from bridge.frame_props). */
+typedef struct {
+    char *name;
+    int64_t value;
+    int remove; /* 1: delete the key instead (e.g. _ChromaLocation on unsubsampled output) */
+} FrameProp;
+
 typedef struct {
     VSNode *node;
-    VSVideoInfo vi;          /* output: the model's scale times the input */
+    VSVideoInfo vi;          /* output: the bridge's format and size (the model's scale or outscale times the input) */
+    int in_width, in_height;  /* the source clip's size (for the sample aspect ratio) */
+    FrameProp *props;
+    int num_props;
     PyObject *bridge;         /* vsanimesr._vsbridge.Bridge */
     pthread_mutex_t lock;     /* guards the ring */
     RingSlot *ring;
@@ -339,6 +354,44 @@ static int is_none(PyObject *o) {
     return same;
 }
 
+static int64_t gcd64(int64_t a, int64_t b) {
+    while (b) {
+        int64_t t = a % b;
+        a = b;
+        b = t;
+    }
+    return a < 0 ? -a : a;
+}
+
+/* Tags an output frame with what was written (bridge.frame_props: _Matrix, _Range, _ChromaLocation, ...) and keeps
+ * the display aspect ratio when the output is not an exact multiple of the input (outscale rounding), as
+ * core.resize does: SAR' = SAR * (in_w * out_h) / (out_w * in_h). */
+static void set_output_props(const UpscaleData *d, VSMap *props, const VSAPI *vsapi) {
+    for (int i = 0; i < d->num_props; i++) {
+        if (d->props[i].remove)
+            vsapi->mapDeleteKey(props, d->props[i].name);
+        else
+            vsapi->mapSetInt(props, d->props[i].name, d->props[i].value, maReplace);
+    }
+    int err_num = 0, err_den = 0;
+    int64_t num = vsapi->mapGetInt(props, "_SARNum", 0, &err_num);
+    int64_t den = vsapi->mapGetInt(props, "_SARDen", 0, &err_den);
+    if (err_num || err_den || num <= 0 || den <= 0)
+        return;
+    int64_t fn = (int64_t)d->in_width * d->vi.height, fd = (int64_t)d->vi.width * d->in_height;
+    int64_t g = gcd64(fn, fd);
+    fn /= g;
+    fd /= g;
+    if (fn == fd)
+        return;
+    int64_t g1 = gcd64(num, fd), g2 = gcd64(den, fn);
+    num = (num / g1) * (fn / g2);
+    den = (den / g2) * (fd / g1);
+    g = gcd64(num, den);
+    vsapi->mapSetInt(props, "_SARNum", num / g, maReplace);
+    vsapi->mapSetInt(props, "_SARDen", den / g, maReplace);
+}
+
 /* Runs the engine for frame n on the window (all references in r). Returns the new frame or NULL + err. */
 static VSFrame *run_engine(UpscaleData *d, int n, Request *r, VSCore *core, const VSAPI *vsapi, char *err,
                            size_t errlen) {
@@ -353,7 +406,7 @@ static VSFrame *run_engine(UpscaleData *d, int n, Request *r, VSCore *core, cons
         snprintf(err, errlen, ERR_PREFIX "frame %d: could not allocate the output frame", n);
         return NULL;
     }
-    ptrdiff_t stride = vsapi->getStride(dst, 0);
+    int num_planes = d->vi.format.numPlanes;
     int count = r->hi - r->lo + 1;
     const VSFrame **held = (const VSFrame **)calloc((size_t)count, sizeof(VSFrame *));
     if (!held) {
@@ -365,16 +418,24 @@ static VSFrame *run_engine(UpscaleData *d, int n, Request *r, VSCore *core, cons
         held[i] = vsapi->addFrameRef(r->frames[i]);
     PyGILState_STATE gil = PyGILState_Ensure();
 
-    PyObject *planes = PyTuple_New(3);
-    for (int p = 0; planes && p < 3; p++) {
-        PyObject *mv = PyMemoryView_FromMemory((char *)vsapi->getWritePtr(dst, p), (Py_ssize_t)stride * d->vi.height,
-                                               PyBUF_WRITE);
-        if (!mv) {
-            Py_CLEAR(planes);
+    PyObject *planes = PyTuple_New(num_planes);
+    PyObject *strides = planes ? PyTuple_New(num_planes) : NULL;
+    for (int p = 0; strides && p < num_planes; p++) {
+        ptrdiff_t stride = vsapi->getStride(dst, p);
+        PyObject *mv = PyMemoryView_FromMemory((char *)vsapi->getWritePtr(dst, p),
+                                               (Py_ssize_t)stride * vsapi->getFrameHeight(dst, p), PyBUF_WRITE);
+        PyObject *st = PyLong_FromSsize_t((Py_ssize_t)stride);
+        if (!mv || !st) {
+            Py_XDECREF(mv);
+            Py_XDECREF(st);
+            Py_CLEAR(strides);
             break;
         }
         PyTuple_SetItem(planes, p, mv); /* steals mv */
+        PyTuple_SetItem(strides, p, st);
     }
+    if (!strides) /* the views in planes were never handed out: dropping them is safe */
+        Py_CLEAR(planes);
     WindowObject *win = planes ? (WindowObject *)PyType_GenericAlloc(g_WindowType, 0) : NULL;
     PyObject *result = NULL;
     if (win) { /* the window owns the held references from here on (Window_dealloc frees them) */
@@ -382,7 +443,7 @@ static VSFrame *run_engine(UpscaleData *d, int n, Request *r, VSCore *core, cons
         win->hi = r->hi;
         win->frames = held;
         held = NULL;
-        result = PyObject_CallMethod(d->bridge, "process", "iOOn", n, (PyObject *)win, planes, (Py_ssize_t)stride);
+        result = PyObject_CallMethod(d->bridge, "process", "iOOO", n, (PyObject *)win, planes, strides);
         Py_DECREF((PyObject *)win);
     }
     if (!result) {
@@ -393,8 +454,9 @@ static VSFrame *run_engine(UpscaleData *d, int n, Request *r, VSCore *core, cons
         else
             snprintf(err, errlen, ERR_PREFIX "%s: out of memory", what);
     }
+    Py_XDECREF(strides);
     if (planes) { /* the views end here: Python must not reach the frame's memory after this call */
-        for (int p = 0; p < 3; p++) {
+        for (int p = 0; p < num_planes; p++) {
             PyObject *ok = PyObject_CallMethod(PyTuple_GetItem(planes, p), "release", NULL);
             if (ok) {
                 Py_DECREF(ok);
@@ -428,6 +490,8 @@ static VSFrame *run_engine(UpscaleData *d, int n, Request *r, VSCore *core, cons
     if (err[0]) {
         vsapi->freeFrame(dst);
         dst = NULL;
+    } else {
+        set_output_props(d, vsapi->getFramePropertiesRW(dst), vsapi);
     }
     return dst;
 }
@@ -502,6 +566,12 @@ static const VSFrame *VS_CC upscale_get_frame(int n, int activation_reason, void
     return produce(d, n, r, ctx, core, vsapi);
 }
 
+static void free_props(FrameProp *props, int n) {
+    for (int i = 0; props && i < n; i++)
+        free(props[i].name);
+    free(props);
+}
+
 static void VS_CC upscale_free(void *instance_data, VSCore *core, const VSAPI *vsapi) {
     (void)core;
     UpscaleData *d = (UpscaleData *)instance_data;
@@ -514,6 +584,7 @@ static void VS_CC upscale_free(void *instance_data, VSCore *core, const VSAPI *v
         if (d->ring[i].f)
             vsapi->freeFrame(d->ring[i].f);
     free(d->ring);
+    free_props(d->props, d->num_props);
     pthread_mutex_destroy(&d->lock);
     vsapi->freeNode(d->node);
     free(d);
@@ -551,10 +622,52 @@ static int add_option(PyObject *kw, const VSMap *in, const char *name, char type
 static PyObject *bridge_kwargs(const VSMap *in, const VSVideoInfo *vi, const char *fmt_name, const VSAPI *vsapi) {
     PyObject *kw = Py_BuildValue("{s:i,s:i,s:i,s:s}", "width", vi->width, "height", vi->height, "num_frames",
                                  vi->numFrames, "format", fmt_name);
+    PyObject *output = kw ? PyDict_New() : NULL; /* the output arguments (format there is the output's) */
+    if (!output || PyDict_SetItemString(kw, "output", output) != 0)
+        Py_CLEAR(kw);
     for (size_t i = 0; kw && i < sizeof animesr_options / sizeof *animesr_options; i++)
-        if (!add_option(kw, in, animesr_options[i].name, animesr_options[i].type, vsapi))
+        if (!add_option(animesr_options[i].output ? output : kw, in, animesr_options[i].name,
+                        animesr_options[i].type, vsapi))
             Py_CLEAR(kw);
+    Py_XDECREF(output);
     return kw;
+}
+
+/* Reads bridge.frame_props (a dict of name -> int or None). Returns 0 with a Python error set on failure. */
+static int read_props(PyObject *bridge, FrameProp **out, int *count) {
+    *out = NULL;
+    *count = 0;
+    PyObject *dict = PyObject_GetAttrString(bridge, "frame_props");
+    if (!dict)
+        return 0;
+    PyObject *items = PyMapping_Items(dict);
+    Py_DECREF(dict);
+    if (!items)
+        return 0;
+    Py_ssize_t n = PyList_Size(items);
+    FrameProp *props = n > 0 ? (FrameProp *)calloc((size_t)n, sizeof(FrameProp)) : NULL;
+    int ok = n >= 0 && (n == 0 || props);
+    for (Py_ssize_t i = 0; ok && i < n; i++) {
+        PyObject *key = PyTuple_GetItem(PyList_GetItem(items, i), 0);
+        PyObject *value = PyTuple_GetItem(PyList_GetItem(items, i), 1);
+        const char *name = key ? PyUnicode_AsUTF8AndSize(key, NULL) : NULL;
+        props[i].name = name ? strdup(name) : NULL;
+        ok = props[i].name != NULL;
+        if (ok && is_none(value)) {
+            props[i].remove = 1;
+        } else if (ok) {
+            props[i].value = PyLong_AsLongLong(value);
+            ok = !(props[i].value == -1 && PyErr_Occurred());
+        }
+    }
+    Py_DECREF(items);
+    if (!ok) {
+        free_props(props, (int)n);
+        return 0;
+    }
+    *out = props;
+    *count = (int)n;
+    return 1;
 }
 
 static int get_int_attr(PyObject *o, const char *name, int *out) {
@@ -638,18 +751,27 @@ static void VS_CC upscale_create(const VSMap *in, VSMap *out, void *user_data, V
     }
 
     PyObject *bridge = make_bridge(in, vi, fmt_name, vsapi, err, sizeof err);
-    int ring_cap = 0, out_w = 0, out_h = 0, native_w = 0, native_h = 0;
+    int ring_cap = 0, out_w = 0, out_h = 0, out_format = 0, num_props = 0;
+    FrameProp *props = NULL;
     if (bridge) {
         PyGILState_STATE gil = PyGILState_Ensure();
         if (!get_int_attr(bridge, "ring_capacity", &ring_cap) || !get_int_attr(bridge, "out_width", &out_w) ||
-            !get_int_attr(bridge, "out_height", &out_h) || !get_int_attr(bridge, "native_width", &native_w) ||
-            !get_int_attr(bridge, "native_height", &native_h)) {
+            !get_int_attr(bridge, "out_height", &out_h) || !get_int_attr(bridge, "out_format_id", &out_format) ||
+            !read_props(bridge, &props, &num_props)) {
             fetch_python_error(err, sizeof err, "bridge is missing an attribute");
             Py_CLEAR(bridge);
         }
         PyGILState_Release(gil);
     }
+    VSVideoFormat ofmt;
+    if (bridge && !vsapi->getVideoFormatByID(&ofmt, (uint32_t)out_format, core)) {
+        snprintf(err, sizeof err, ERR_PREFIX "bridge: invalid output format id %d", out_format);
+        PyGILState_STATE gil = PyGILState_Ensure();
+        Py_CLEAR(bridge);
+        PyGILState_Release(gil);
+    }
     if (!bridge) {
+        free_props(props, num_props);
         vsapi->mapSetError(out, err[0] ? err : ERR_PREFIX "creating the engine failed");
         vsapi->freeNode(node);
         return;
@@ -657,20 +779,27 @@ static void VS_CC upscale_create(const VSMap *in, VSMap *out, void *user_data, V
 
     UpscaleData *d = (UpscaleData *)calloc(1, sizeof(UpscaleData));
     RingSlot *ring = ring_cap > 0 ? (RingSlot *)calloc((size_t)ring_cap, sizeof(RingSlot)) : NULL;
-    if (!d || !ring) {
+    if (!d || !ring || out_w <= 0 || out_h <= 0) {
         free(d);
         free(ring);
+        free_props(props, num_props);
         PyGILState_STATE gil = PyGILState_Ensure();
         Py_DECREF(bridge);
         PyGILState_Release(gil);
-        vsapi->mapSetError(out, ring_cap > 0 ? ERR_PREFIX "out of memory" : ERR_PREFIX "bridge: invalid ring capacity");
+        vsapi->mapSetError(out, ring_cap > 0 && out_w > 0 && out_h > 0 ? ERR_PREFIX "out of memory"
+                                                                        : ERR_PREFIX "bridge: invalid sizes");
         vsapi->freeNode(node);
         return;
     }
     d->node = node;
     d->vi = *vi;
-    d->vi.width = native_w;
-    d->vi.height = native_h;
+    d->vi.format = ofmt;
+    d->vi.width = out_w;
+    d->vi.height = out_h;
+    d->in_width = vi->width;
+    d->in_height = vi->height;
+    d->props = props;
+    d->num_props = num_props;
     d->bridge = bridge;
     d->ring_cap = ring_cap;
     d->ring = ring;
@@ -685,32 +814,9 @@ static void VS_CC upscale_create(const VSMap *in, VSMap *out, void *user_data, V
         vsapi->mapSetError(out, ERR_PREFIX "could not create the filter node");
         return; /* the core has called upscale_free */
     }
-    if (out_w == d->vi.width && out_h == d->vi.height) {
-        vsapi->mapConsumeNode(out, "clip", filter, maReplace);
-        return;
-    }
-    /* outscale other than the model's scale: resize its result with Spline36 (sharp, little ringing) to exactly out_w x out_h.
-     * The resizer also updates _SARNum/_SARDen when rounding makes the scale uneven. */
-    VSPlugin *resize = vsapi->getPluginByID("com.vapoursynth.resize", core);
-    if (!resize) {
-        vsapi->mapSetError(out, ERR_PREFIX "outscale: the core's resize plugin is not available");
-        vsapi->freeNode(filter);
-        return;
-    }
-    VSMap *args = vsapi->createMap();
-    vsapi->mapConsumeNode(args, "clip", filter, maReplace);
-    vsapi->mapSetInt(args, "width", out_w, maReplace);
-    vsapi->mapSetInt(args, "height", out_h, maReplace);
-    VSMap *ret = vsapi->invoke(resize, "Spline36", args);
-    vsapi->freeMap(args);
-    const char *e = vsapi->mapGetError(ret);
-    if (e) {
-        snprintf(err, sizeof err, ERR_PREFIX "outscale: resizing failed: %s", e);
-        vsapi->mapSetError(out, err);
-    } else {
-        vsapi->mapConsumeNode(out, "clip", vsapi->mapGetNode(ret, "clip", 0, NULL), maReplace);
-    }
-    vsapi->freeMap(ret);
+    /* The bridge converts (format, matrix, range) and resizes (outscale) on the engine's device: the node's
+     * frames are final. */
+    vsapi->mapConsumeNode(out, "clip", filter, maReplace);
 }
 
 VS_EXTERNAL_API(void) VapourSynthPluginInit2(VSPlugin *plugin, const VSPLUGINAPI *vspapi) {

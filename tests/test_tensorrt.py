@@ -151,3 +151,13 @@ def test_onnx_graph_for_the_engine_matches_the_torch_step(weights_v2, tmp_path, 
                 p_ort, s_ort = sess.run(None, {"frames9": frames.numpy(), "prev_out": p_ort, "state": s_ort})
                 np.testing.assert_allclose(p_ort, prev.numpy(), rtol=0, atol=1e-4)
                 np.testing.assert_allclose(s_ort, state.numpy(), rtol=0, atol=1e-4)
+
+
+def test_engine_option_reaches_the_backend(weights_v2) -> None:
+    """Options.backend='tensorrt' goes through make_step: on the CPU the engine refuses it with the option named."""
+    from vsanimesr.engine import AnimeSR
+    from vsanimesr.options import BACKENDS, OptionError
+
+    assert "tensorrt" in BACKENDS
+    with pytest.raises(OptionError, match=r"^AnimeSR: device='cpu': backend 'tensorrt' needs a CUDA device"):
+        AnimeSR(model=str(weights_v2), device="cpu", backend="tensorrt")

@@ -142,7 +142,8 @@ def test_outscale_resizes_on_the_device_before_the_conversion(core, rgbs):  # no
         ({"transfer": 3}, "transfer=3: must be an H.273 code"),
         ({"primaries": 0}, "primaries=0: must be an H.273 code"),
         ({"format": vs.YUV420P10, "outscale": 1.3}, r"outscale=1.3: gives a 31x21 frame, but format=YUV420P10 needs"),
-        ({"backend": "nope"}, "backend='nope': must be one of"),
+        ({"backend": "nope"}, "backend='nope': must be one of torch, openvino, tensorrt"),
+        ({"backend": "tensorrt"}, "device='cpu': backend 'tensorrt' needs a CUDA device"),
     ],
 )
 def test_bad_output_arguments_fail_at_graph_build(core, kwargs, expect):  # noqa: ANN001

@@ -37,9 +37,9 @@ DEFAULT_WARMUP = 4
 DEFAULT_SCENE_THRESHOLD = 0.15
 """Cut when the histogram distance of consecutive low-resolution frames exceeds this (see engine.scene_metric)."""
 
-BACKENDS = ("torch", "openvino")
-"""Network-step implementations the engine can use (see vsanimesr/backends/): PyTorch, or OpenVINO on the CPU
-(optional extra ``vapoursynth-animesr[openvino]``)."""
+BACKENDS = ("torch", "openvino", "tensorrt")
+"""Network-step implementations the engine can use (see vsanimesr/backends/): PyTorch, OpenVINO on the CPU
+(optional extra ``vapoursynth-animesr[openvino]``), TensorRT on NVIDIA GPUs (``vapoursynth-animesr[trt]``)."""
 
 
 class OptionError(ValueError):

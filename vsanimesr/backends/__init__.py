@@ -7,7 +7,9 @@ A backend is a callable ``step(frames9, prev_out, state) -> (out, state)`` on NC
 * ``torch``: the module itself, or through ``torch.compile`` with its caches kept per machine (see
   :func:`persistent_compile_cache`);
 * ``openvino``: :class:`vsanimesr.backends.openvino.OpenVINOStep`, the ONNX export of the same step compiled by
-  OpenVINO once per input size (optional extra ``vapoursynth-animesr[openvino]``; CPU only here).
+  OpenVINO once per input size (optional extra ``vapoursynth-animesr[openvino]``; CPU only here);
+* ``tensorrt``: :class:`vsanimesr.backends.tensorrt.TensorRTStep`, the same export built into a TensorRT engine per
+  input size and cached per model, size, precision, GPU and TensorRT version (``vapoursynth-animesr[trt]``; CUDA).
 """
 
 from __future__ import annotations
@@ -110,4 +112,8 @@ def make_step(
                                                   "pip install 'vapoursynth-animesr[openvino]'")  # fmt: skip
         return openvino.OpenVINOStep.for_model(model_path, device="CPU", precision=precision,
                                                threads=torch.get_num_threads())  # fmt: skip
-    raise OptionError("backend", backend, "must be one of torch, openvino")
+    if backend == "tensorrt":
+        from vsanimesr.backends import tensorrt
+
+        return tensorrt.make_step(net, model_path=model_path, device=device, precision=precision, compile=compile)
+    raise OptionError("backend", backend, "must be one of torch, openvino, tensorrt")

@@ -10,6 +10,8 @@ Rows, per device and low-resolution size (WxH):
     net-bf16    the same loop under torch.autocast(bfloat16)
     net-fp16    the network in half precision (CUDA only)
     net-tf32    the plain loop with cuDNN's TF32 allowed (CUDA only; every other fp32 row is IEEE fp32)
+    net-trt, net-trt-fp16  the same loop through a TensorRT engine of the step (CUDA and the [trt] extra; the first,
+                building call is not timed, its time is in the notes)
     net-openvino    the same loop through the OpenVINO step (vsanimesr.backends.openvino; CPU only, fp32)
     net-onnxruntime the same loop through onnxruntime on the ONNX export (CPU only, fp32; for comparison)
     engine      AnimeSR(model, device) with its defaults (channels_last, periodic restarts, scene detection):
@@ -19,6 +21,7 @@ Rows, per device and low-resolution size (WxH):
     engine-bf16 engine with bf16=True (bfloat16 convolutions, fp32 recurrence)
     engine-fp16 engine with fp16=True (CUDA only)
     engine-tf32 engine with tf32=True (CUDA only)
+    engine-trt-fp16  engine with backend="tensorrt", fp16=True (CUDA and the [trt] extra)
     engine-openvino engine with backend="openvino" (CPU only)
     engine-openvino-bf16  engine with backend="openvino", bf16=True (CPU only)
     (rows asking for bf16 note the precision the engine chose: on CPUs without AVX512-BF16/AMX it is fp32)
@@ -57,11 +60,12 @@ import numpy as np
 
 REPO = Path(__file__).resolve().parents[1]
 
-ALL_VARIANTS = ("net", "net-cl", "net-bf16", "net-fp16", "net-tf32", "net-openvino", "net-onnxruntime", "engine",
-                "engine-nchw", "engine-compile", "engine-bf16", "engine-fp16", "engine-tf32", "engine-openvino",
-                "engine-openvino-bf16", "vspipe", "vspipe-fp16", "vspipe-yuv", "vspipe-yuv-fp16",
-                "cli", "cli-fp16")  # fmt: skip
-CUDA_ONLY = ("net-fp16", "net-tf32", "engine-fp16", "engine-tf32", "vspipe-fp16", "vspipe-yuv-fp16", "cli-fp16")
+ALL_VARIANTS = ("net", "net-cl", "net-bf16", "net-fp16", "net-tf32", "net-trt", "net-trt-fp16", "net-openvino",
+                "net-onnxruntime", "engine", "engine-nchw", "engine-compile", "engine-bf16", "engine-fp16",
+                "engine-tf32", "engine-trt-fp16", "engine-openvino", "engine-openvino-bf16", "vspipe", "vspipe-fp16",
+                "vspipe-yuv", "vspipe-yuv-fp16", "cli", "cli-fp16")  # fmt: skip
+CUDA_ONLY = ("net-fp16", "net-tf32", "net-trt", "net-trt-fp16", "engine-fp16", "engine-tf32", "engine-trt-fp16",
+             "vspipe-fp16", "vspipe-yuv-fp16", "cli-fp16")
 CPU_ONLY = ("net-openvino", "net-onnxruntime", "engine-openvino", "engine-openvino-bf16")
 SUBPROCESS = ("vspipe", "vspipe-fp16", "vspipe-yuv", "vspipe-yuv-fp16", "cli", "cli-fp16")
 MIB = 1 << 20
@@ -185,9 +189,15 @@ def make_net_runner(variant: str, device: str, frames: np.ndarray, model: str) -
     from vsanimesr.loader import load_model
     from vsanimesr.weights import resolve
 
-    dtype = torch.float16 if variant == "net-fp16" else torch.float32
+    dtype = torch.float16 if variant in ("net-fp16", "net-trt-fp16") else torch.float32
     cl = variant == "net-cl"
     net = load_model(resolve(model)).to(device, dtype).eval()
+    step = net
+    if variant.startswith("net-trt"):  # the TensorRT engine is built (or loaded from its cache) on the first call
+        from vsanimesr.backends.tensorrt import TensorRTStep
+
+        step = TensorRTStep(resolve(model), device=device, precision="fp16" if dtype == torch.float16 else "fp32",
+                            scale=net.scale, channels=net.num_feat)  # fmt: skip
     x = torch.from_numpy(frames).to(device).permute(0, 3, 1, 2).to(dtype) / 255.0  # (T, 3, H, W)
     if cl:
         net = net.to(memory_format=torch.channels_last)
@@ -210,7 +220,7 @@ def make_net_runner(variant: str, device: str, frames: np.ndarray, model: str) -
                     if cl:
                         out = out.contiguous(memory_format=torch.channels_last)
                         state = state.contiguous(memory_format=torch.channels_last)
-                out, state = net(f9, out, state)
+                out, state = step(f9, out, state)
         _sync(device)
         torch.backends.cudnn.allow_tf32 = old
 
@@ -232,6 +242,9 @@ def make_engine_runner(variant: str, device: str, frames: np.ndarray, model: str
         kwargs["bf16"] = True
     elif variant == "engine-tf32":
         kwargs["tf32"] = True
+    elif variant == "engine-trt-fp16":
+        kwargs["backend"] = "tensorrt"
+        kwargs["fp16"] = True
     elif variant.startswith("engine-openvino"):
         kwargs["backend"] = "openvino"
         kwargs["bf16"] = variant.endswith("bf16")
@@ -384,8 +397,9 @@ def benchmark(
                     runners[v] = make(v, device, clip, model)
                     t0 = time.perf_counter()
                     runners[v]()  # warm-up: first-call costs (compilation, cuDNN autotuning, allocator growth)
-                    if v == "engine-compile":
-                        res[v].note = f"first call (compiling) {time.perf_counter() - t0:.0f} s"
+                    if v == "engine-compile" or "-trt" in v:
+                        what = "building or loading the engine" if "-trt" in v else "compiling"
+                        res[v].note = f"first call ({what}) {time.perf_counter() - t0:.0f} s"
                     res[v].note = "; ".join(filter(None, (res[v].note, getattr(runners[v], "note", ""))))
                 except Exception as e:  # noqa: BLE001 - a variant that cannot run here is reported, not fatal
                     res[v].error = f"{type(e).__name__}: {str(e).splitlines()[0][:120] if str(e) else ''}"

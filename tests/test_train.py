@@ -218,7 +218,8 @@ def test_training_is_an_installable_package() -> None:
     packages = set(meta["tool"]["setuptools"]["packages"])
     found = {".".join(p.parent.relative_to(REPO).parts) for p in (REPO / "training").rglob("__init__.py")}
     assert found <= packages and {"vsanimesr", "vsanimesr.archs"} <= packages
-    assert "training.configs" in packages and meta["tool"]["setuptools"]["package-data"]["training.configs"] == ["*.yml"]
+    assert "training.configs" in packages  # a data-only package: the shipped YAML files
+    assert meta["tool"]["setuptools"]["package-data"]["training.configs"] == ["*.yml"]
     shipped = sorted(p.name for p in CONFIGS.glob("*.yml"))
     assert "train_vsr_gan.yml" in shipped and "degradations_lbo.yml" in shipped
     for f in CONFIGS.glob("train_*.yml"):  # degradation files are found beside the config, wherever installed

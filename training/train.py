@@ -118,21 +118,6 @@ class _EpochKeyed(Dataset):
         return self.ds[index]
 
 
-class _EpochKeyed(Dataset):
-    """Adapts a dataset with ``set_epoch`` to the ``(epoch, index)`` keys of :class:`StreamSampler`."""
-
-    def __init__(self, ds: Dataset) -> None:
-        self.ds = ds
-
-    def __len__(self) -> int:
-        return len(self.ds)  # type: ignore[arg-type]
-
-    def __getitem__(self, key: tuple[int, int]) -> Any:  # noqa: ANN401
-        epoch, index = key
-        self.ds.set_epoch(epoch)  # type: ignore[attr-defined]
-        return self.ds[index]
-
-
 def _downscale(x: Tensor, scale: int) -> Tensor:
     """Antialiased bicubic 1/scale of (..., 3, H, W): the LR when no degradation pipeline is configured."""
     shape = x.shape

@@ -53,6 +53,8 @@ __all__ = [
 log = logging.getLogger("training.degradations")
 
 STEPS = ("blur", "noise", "resize", "codec")
+LBO_CHUNK = 60
+"""Frames per LBO call (4 clips of 15): bounds the operator's feature memory, whatever the batch."""
 
 
 def _check_prob(owner: str, name: str, p: float) -> None:
@@ -392,7 +394,9 @@ def _resize_step(x: Tensor, ops: list[str], factor: float, pool: Sequence[nn.Mod
                 raise ValueError("apply_tensor_steps: a draw uses an LBO but lbo_pool is empty")
             net = pool[int(op[3:])]
             p = next(net.parameters())
-            y = net(frames.to(p)).to(frames)
+            # LBO_CHUNK frames at a time: 16 clips x 15 frames at once would hold ~1 GB of 64-channel features
+            y = torch.cat([net(frames[i : i + LBO_CHUNK].to(p)).to(frames)
+                           for i in range(0, frames.shape[0], LBO_CHUNK)])
         else:
             y = resize(frames, factor=factor, mode=op)
         y = y.view(len(idx), t, c, *y.shape[-2:])

@@ -20,6 +20,7 @@ from types import FrameType
 
 import numpy as np
 
+from vsanimesr.options import BACKENDS
 from vsanimesr.video import CODECS, VideoError, parse_crop, parse_frame_range, process_image_dir, transcode_video
 
 __all__ = ["build_parser", "main"]
@@ -78,8 +79,11 @@ def _add_common(p: argparse.ArgumentParser) -> None:
     g.add_argument("--tf32", action="store_true",
                    help="let fp32 convolutions on CUDA use TF32 (faster, less exact; the default is IEEE fp32)")
     g.add_argument("--bf16", action="store_true",
-                   help="bfloat16 convolutions (about 2x on CPUs with AVX512-BF16/AMX; output within ~56 dB PSNR of "
-                        "fp32 on real frames)")
+                   help="bfloat16 convolutions: about 2x on CPUs with AVX512-BF16/AMX-BF16 (output within ~56 dB "
+                        "PSNR of fp32 on real frames); other CPUs only emulate bf16, about 10x slower, so there it "
+                        "falls back to fp32 with a warning")
+    g.add_argument("--backend", choices=BACKENDS, default="torch",
+                   help="what runs the network: torch, or openvino on the CPU (extra [openvino]); default: %(default)s")
     g.add_argument("--compile", action="store_true",
                    help="run the network through torch.compile (faster per frame after a 15-90 s first frame)")
     g.add_argument("--tile", type=_non_negative_int, default=0, metavar="N",
@@ -151,8 +155,8 @@ def _lazy_engine(args: argparse.Namespace) -> Callable[[Iterable[np.ndarray]], I
 
         t0 = time.perf_counter()
         sr = AnimeSR(model=args.model, device=args.device, fp16=args.fp16, tile=args.tile, bf16=args.bf16,
-                     tf32=args.tf32, compile=args.compile)
-        log.info("engine ready in %.1f s", time.perf_counter() - t0)
+                     tf32=args.tf32, compile=args.compile, backend=args.backend)
+        log.info("engine ready in %.1f s: %s", time.perf_counter() - t0, sr.describe())
         yield from sr.stream(frames)
 
     return process

@@ -51,7 +51,8 @@ class OpenVINOStep:
     """One AnimeSR step on an OpenVINO device, compiled per input size; called like the torch module.
 
     Args:
-        onnx_path: the exported step (:func:`vsanimesr.export.cached_onnx` or ``python -m vsanimesr.export``).
+        model: the exported step (:func:`vsanimesr.export.cached_onnx` or ``python -m vsanimesr.export``), or an
+            ``openvino.Model`` of it (e.g. from ``openvino.convert_model``).
         device: OpenVINO device name: ``CPU`` (default), ``GPU`` (its Intel GPU plugin) ...
         precision: ``fp32``, ``bf16`` or ``fp16`` compute; inputs, outputs and the state stay float32.
         threads: inference threads on the CPU (None: OpenVINO's default, one per physical core).
@@ -59,7 +60,7 @@ class OpenVINOStep:
 
     def __init__(
         self,
-        onnx_path: str | os.PathLike[str],
+        model: str | os.PathLike[str] | Any,
         *,
         device: str = "CPU",
         precision: str = "fp32",
@@ -86,10 +87,16 @@ class OpenVINOStep:
         self._config: dict[str, Any] = {"INFERENCE_PRECISION_HINT": hint, "PERFORMANCE_HINT": "LATENCY"}
         if threads is not None and device.startswith("CPU"):
             self._config["INFERENCE_NUM_THREADS"] = threads
-        self._model = self._core.read_model(os.fspath(onnx_path))
-        names = [p.get_any_name() for p in self._model.inputs]
-        if names != ["frames9", "prev_out", "state"]:
-            raise ValueError(f"OpenVINOStep: {os.fspath(onnx_path)!r} is not an AnimeSR step export (inputs {names})")
+        if isinstance(model, (str, os.PathLike)):
+            self._model = self._core.read_model(os.fspath(model))
+            names = [p.get_any_name() for p in self._model.inputs]
+            if names != ["frames9", "prev_out", "state"]:
+                raise ValueError(f"OpenVINOStep: {os.fspath(model)!r} is not an AnimeSR step export (inputs {names})")
+        elif isinstance(model, ov.Model) and len(model.inputs) == 3 and len(model.outputs) == 2:
+            self._model = model
+        else:
+            raise ValueError(f"OpenVINOStep: model must be the path of an AnimeSR step export or an openvino.Model "
+                             f"with 3 inputs and 2 outputs, got {model!r}")  # fmt: skip
         self._compiled: OrderedDict[tuple[int, int], Any] = OrderedDict()  # (h, w) -> InferRequest
         self._lock = threading.Lock()  # an infer request runs one inference at a time; sessions may share a step
 

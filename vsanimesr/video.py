@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import heapq
 import logging
 import os
 import re
@@ -901,31 +902,47 @@ def _join(out: Any, inp: Any, vin: Any, parts: list[Any], seg_video: list[Any], 
     parts[0].seek(0)
     start_time = Fraction(first_pts) * first.time_base if frames.start > 0 else Fraction(0)  # the video's shift
     copier = _PacketCopier(out, layout.copies, frames)
-    written, prev, last = 0, -1, 0
+    # The range's ends, from the segments' first and last frames (read once, without decoding).
+    bounds, prev = [], -1
     for part, v, name in zip(parts, seg_video, names, strict=True):
-        packets = [p for p in part.demux(v) if p.dts is not None]
-        ticks = sorted(source_ticks(p.pts, v.time_base) for p in packets if p.pts is not None)
+        ticks = sorted(source_ticks(p.pts, v.time_base) for p in part.demux(v) if p.pts is not None)
+        part.seek(0)
         if not ticks:
             raise VideoError(f"segment {str(name)!r} has no video frames")
         if ticks[0] <= prev:
             raise VideoError(f"segment {str(name)!r} starts at {float(ticks[0] * tb_src):.3f} s, not after the "
                              "previous one")
-        prev = last = ticks[-1]
-        offset = round(start_time / v.time_base)
-        for p in packets:
-            p.pts -= offset
-            p.dts -= offset
-            p.stream = vout
-            out.mux(p)
-        written += len(ticks)
+        bounds.append(len(ticks))
+        prev = ticks[-1]
     t_first = float(source_ticks(first_pts, first.time_base) * tb_src)
-    t_end = float((last + frame_ticks) * tb_src)
+    t_end = float((prev + frame_ticks) * tb_src)
     copier.video_frame(t_first, t_end)
     copier.video_done()
-    for packet in inp.demux(*[inp.streams[i] for i in layout.copies]):
-        copier.add(packet)
-        if copier.all_past():
-            break
+
+    def video() -> Iterator[tuple[float, int, Any]]:
+        for part, v in zip(parts, seg_video, strict=True):
+            offset = round(start_time / v.time_base)
+            for p in part.demux(v):
+                if p.dts is None:
+                    continue
+                p.pts -= offset
+                p.dts -= offset
+                yield float(p.dts * v.time_base), 0, p
+
+    def others() -> Iterator[tuple[float, int, Any]]:
+        if layout.copies:
+            for p in inp.demux(*[inp.streams[i] for i in layout.copies]):
+                if p.dts is not None:
+                    yield float(p.dts * p.time_base) - float(start_time), 1, p
+
+    # Interleaved by time, as one run writes them (the muxer would otherwise buffer a whole stream).
+    for _t, kind, p in heapq.merge(video(), others(), key=lambda item: (item[0], item[1])):
+        if kind == 0:
+            p.stream = vout
+            out.mux(p)
+        else:
+            copier.add(p)
+    written = sum(bounds)
     shift = t_first if frames.start > 0 else 0.0
     layout.chapters(t_first if frames.start > 0 else float("-inf"), t_end if frames.end else float("inf"), shift)
     return {

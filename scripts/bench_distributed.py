@@ -86,7 +86,7 @@ def run_single(src: Path, dest: Path, *, codec: str, threads: int) -> dict[str, 
     import torch
 
     from vsanimesr.engine import AnimeSR
-    from vsanimesr.video import transcode_video
+    from vsanimesr.video import Encoding, transcode_video
 
     torch.set_num_threads(threads)
     t0 = time.perf_counter()
@@ -99,7 +99,7 @@ def run_single(src: Path, dest: Path, *, codec: str, threads: int) -> dict[str, 
                 t_loop.append(time.perf_counter())
             yield y
 
-    summary = transcode_video(src, dest, process, codec=codec, overwrite=True)
+    summary = transcode_video(src, dest, process, encoding=Encoding(codec), overwrite=True)
     t1 = time.perf_counter()
     n = summary["frames"]
     # The loop's rate from the first frame's end to the last: (n - 1) frames.

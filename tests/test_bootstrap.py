@@ -95,3 +95,46 @@ def test_finds_a_real_interpreter_here():
     v = subprocess.run([py, "-c", "import sys; print(sys.version_info[:2] >= (3, 12))"], capture_output=True,
                        text=True, timeout=60)
     assert v.stdout.strip() == "True"
+
+
+def _fake_venv(tmp_path: Path, pip_status: int) -> Path:
+    """A venv whose python is this one, except that ``-m pip`` prints 300 lines (and a warning) and exits with
+    ``pip_status``, and other ``-m`` modules (the weight fetcher) do nothing."""
+    venv = tmp_path / "venv"
+    (venv / "bin").mkdir(parents=True)
+    py = venv / "bin" / "python"
+    py.write_text(
+        "#!/bin/sh\n"
+        'if [ "$1" = "-m" ] && [ "$2" = "pip" ]; then\n'
+        '  i=0; while [ $i -lt 300 ]; do echo "Collecting package-$i"; i=$((i+1)); done\n'
+        '  echo "WARNING: something pip wants said" >&2\n'
+        f"  exit {pip_status}\n"
+        "fi\n"
+        '[ "$1" = "-m" ] && exit 0\n'
+        f'exec "{sys.executable}" "$@"\n'
+    )
+    py.chmod(0o755)
+    return venv
+
+
+@pytest.mark.parametrize("pip_status", [0, 1])
+def test_install_prints_a_summary_and_logs_pip_to_a_file(tmp_path, pip_status):
+    venv = _fake_venv(tmp_path, pip_status)
+    env = {**os.environ, "VENV": str(venv), "PIP_ARGS": ""}
+    r = subprocess.run([BASH, str(SCRIPT)], env=env, capture_output=True, text=True, timeout=120)
+    log = venv / "install.log"
+    assert len(log.read_text().splitlines()) == 301  # everything pip said
+    assert f"pip's full output goes to {log}" in r.stderr
+    assert "Collecting package-0" not in r.stderr
+    if pip_status == 0:
+        assert r.returncode == 0, r.stderr
+        lines = r.stderr.strip().splitlines()
+        assert len(lines) <= 6, lines
+        assert "bootstrap: pip: WARNING: something pip wants said" in lines
+        assert any(line.startswith("bootstrap: installed in ") and "torch " in line for line in lines), lines
+        assert (venv / ".stamp-install").exists()
+    else:
+        assert r.returncode == 1
+        assert "Collecting package-299" in r.stderr  # the end of the log, where pip says what went wrong
+        assert f"installing the project failed (full log: {log})" in r.stderr
+        assert not (venv / ".stamp-install").exists()

@@ -90,12 +90,12 @@ def single_process(src: Path, dest: Path, *, frames: FrameRange | None = None) -
     """The single-process path (what ``animesr upscale`` runs), with one torch thread as each Ray worker has: CPU
     kernels may sum in another order with another thread count."""
     from vsanimesr.engine import AnimeSR
-    from vsanimesr.video import transcode_video
+    from vsanimesr.video import Encoding, transcode_video
 
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
-        transcode_video(src, dest, AnimeSR(OPTS).stream, codec="ffv1", frames=frames or FrameRange())
+        transcode_video(src, dest, AnimeSR(OPTS).stream, encoding=Encoding("ffv1"), frames=frames or FrameRange())
     finally:
         torch.set_num_threads(threads)
     return dest
@@ -304,9 +304,9 @@ def test_chunks_in_this_process_join_like_one_run(clip, tmp_path, codec, ext):
     torch.set_num_threads(1)
     try:
         from vsanimesr.engine import AnimeSR
-        from vsanimesr.video import transcode_video
+        from vsanimesr.video import Encoding, transcode_video
 
-        transcode_video(clip, one, AnimeSR(OPTS).stream, codec=codec)
+        transcode_video(clip, one, AnimeSR(OPTS).stream, encoding=Encoding(codec))
         summary = upscale_video(clip, tmp_path / f"chunked.{ext}", OPTS, workers=0, threads=1, chunk_frames=CHUNK,
                                 codec=codec)
     finally:

@@ -3,12 +3,18 @@
     animesr upscale INPUT OUTPUT [options]     video in (anything FFmpeg reads), HEVC 10-bit out by default
     animesr frames IN_DIR OUT_DIR [options]    PNG/JPEG/... sequence in, PNG sequence out
 
+The engine's options (``--model`` ... ``--outscale``) are derived from :class:`vsanimesr.options.Options`: names,
+defaults, help and bounds are defined there once. Everything is checked before any work starts, in this order:
+arguments, input (length, size, tracks), encoder settings, output path, then the engine (device, weights); only
+then the start line and the progress bar.
+
 Exit status: 0 success, 1 error (one line on stderr, no partial output), 2 bad usage, 130 interrupted.
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import logging
 import os
 import signal
@@ -17,47 +23,62 @@ import time
 from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from types import FrameType
+from typing import Any
 
 import numpy as np
 
-from vsanimesr.options import BACKENDS
-from vsanimesr.video import CODECS, VideoError, parse_crop, parse_frame_range, process_image_dir, transcode_video
+from vsanimesr.options import FIELDS, OptionError, Options
+from vsanimesr.video import (
+    CODECS,
+    Encoding,
+    Tracks,
+    VideoError,
+    parse_crop,
+    parse_frame_range,
+    parse_tracks,
+    plan_image_dir,
+    plan_video,
+    process_image_dir,
+    transcode_video,
+)
 
-__all__ = ["build_parser", "main"]
+__all__ = ["build_parser", "flag", "main"]
 
 log = logging.getLogger("vsanimesr.cli")
 
 _EPILOG = """\
 examples:
   animesr upscale episode.mkv episode_x4.mkv
+  animesr upscale episode.mkv episode_x4.mkv --audio jpn --subtitles all --preset slow --tune animation
   animesr upscale clip.mp4 out.mp4 --model v1 --codec h264 --crf 16 --outscale 2
-  animesr upscale clip.mp4 preview.mp4 --frames 100:148 --crop 320:240:160:120
+  animesr upscale clip.mp4 preview.mp4 --frames 100:148 --crop 320:240
   animesr frames lr_pngs/ sr_pngs/ --device cuda --fp16
 """
 
-
-def _positive_float(text: str) -> float:
-    try:
-        v = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
-    if not v > 0:
-        raise argparse.ArgumentTypeError(f"must be > 0, got {text!r}")
-    return v
+# Where each engine option is listed in --help (the rest go to "model and device").
+_RECURRENCE = ("reset_interval", "warmup", "scene_threshold")
+_SIZE = ("outscale",)
 
 
-def _non_negative_int(text: str) -> int:
-    try:
-        v = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
-    if v < 0:
-        raise argparse.ArgumentTypeError(f"must be >= 0, got {text!r}")
-    return v
+def flag(name: str) -> str:
+    """The command-line flag of an :class:`Options` field (``tile_overlap`` -> ``--tile-overlap``)."""
+    return "--" + name.replace("_", "-")
+
+
+def _number(kind: type) -> Callable[[str], Any]:
+    def parse(text: str) -> Any:
+        try:
+            return kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected {'an integer' if kind is int else 'a number'}, "
+                                             f"got {text!r}") from None
+
+    parse.__name__ = kind.__name__
+    return parse
 
 
 def _arg(parse: Callable[[str], object]) -> Callable[[str], object]:
-    """Turn a parser's ValueError into argparse's usage error."""
+    """Turn a parser's ValueError into argparse's usage error (without the parser's own name)."""
 
     def wrapped(text: str) -> object:
         try:
@@ -68,37 +89,43 @@ def _arg(parse: Callable[[str], object]) -> Callable[[str], object]:
     return wrapped
 
 
+def _add_option(g: argparse._ArgumentGroup, f: dataclasses.Field[Any]) -> None:
+    """One engine option as a flag; its bounds are checked by :class:`Options` (see :func:`_options`)."""
+    meta, default = f.metadata, f.default
+    text = meta["help"].replace("%", "%%")  # argparse formats help with %
+    if isinstance(default, bool) or f.name == "fp16":  # flags: off unless given
+        g.add_argument(flag(f.name), dest=f.name, action="store_true", default=None, help=text)
+        return
+    if default is not None:  # argparse's own default stays None: "not given" leaves the field to Options
+        text += f"; default: {default}"
+    kind = str if isinstance(default, str) else int if isinstance(default, int) else float
+    g.add_argument(flag(f.name), dest=f.name, type=_number(kind) if kind is not str else str, default=None,
+                   metavar=meta.get("metavar", "N" if kind is int else "X" if kind is float else "NAME"),
+                   choices=meta.get("choices"), help=text)
+
+
 def _add_common(p: argparse.ArgumentParser) -> None:
+    fields = {f.name: f for f in FIELDS}
     g = p.add_argument_group("model and device")
-    g.add_argument("--model", default="v2", metavar="v1|v2|PATH",
-                   help="published model name (weights are fetched and verified on first use) or a checkpoint file "
-                        "(.pth/.safetensors); default: %(default)s")
-    g.add_argument("--device", default="auto", metavar="auto|cpu|cuda|cuda:N",
-                   help="where the network runs; 'auto' picks CUDA when available; default: %(default)s")
-    g.add_argument("--fp16", action="store_true", help="half-precision inference (CUDA only; about 2x faster)")
-    g.add_argument("--tf32", action="store_true",
-                   help="let fp32 convolutions on CUDA use TF32 (faster, less exact; the default is IEEE fp32)")
-    g.add_argument("--bf16", action="store_true",
-                   help="bfloat16 convolutions: about 2x on CPUs with AVX512-BF16/AMX-BF16 (output within ~56 dB "
-                        "PSNR of fp32 on real frames); other CPUs only emulate bf16, about 10x slower, so there it "
-                        "falls back to fp32 with a warning")
-    g.add_argument("--backend", choices=BACKENDS, default="torch",
-                   help="what runs the network: torch, or openvino on the CPU (extra [openvino]); default: %(default)s")
-    g.add_argument("--compile", action="store_true",
-                   help="run the network through torch.compile (faster per frame after a 15-90 s first frame)")
-    g.add_argument("--tile", type=_non_negative_int, default=0, metavar="N",
-                   help="process frames in N x N input tiles to bound memory (0 = whole frame); default: %(default)s")
+    for f in FIELDS:
+        if f.name not in _RECURRENCE + _SIZE:
+            _add_option(g, f)
+    g.add_argument("--threads", type=_number(int), default=None, metavar="N",
+                   help="CPU threads for the network (torch.set_num_threads); default: torch's choice")
+    g = p.add_argument_group("recurrence (see the README: what a frame's output depends on)")
+    for name in _RECURRENCE:
+        _add_option(g, fields[name])
     g = p.add_argument_group("selection and size")
     g.add_argument("--frames", type=_arg(parse_frame_range), default=None, metavar="START:END",
                    help="only frames START (inclusive) to END (exclusive), counted from 0; either may be omitted")
     g.add_argument("--crop", type=_arg(parse_crop), default=None, metavar="W:H[:X:Y]",
-                   help="only this input rectangle (width:height:left:top), e.g. for a quick preview")
-    g.add_argument("--outscale", type=_positive_float, default=None, metavar="S",
-                   help="final scale relative to the input; the x4 result is resized with Spline36, as in the "
-                        "VapourSynth filter (default: 4, no resize)")
+                   help="only this input rectangle, W:H centred or W:H:X:Y from its top-left corner (FFmpeg's crop "
+                        "syntax; examples/upscale.vpy takes the same)")
+    for name in _SIZE:
+        _add_option(g, fields[name])
     g = p.add_argument_group("output and messages")
     g.add_argument("-y", "--overwrite", action="store_true", help="replace OUTPUT if it already exists")
-    g.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
+    g.add_argument("-q", "--quiet", action="store_true", help="no start line and no progress bar")
     g.add_argument("-v", "--verbose", action="store_true", help="log what the library does (to stderr)")
 
 
@@ -114,23 +141,41 @@ def build_parser() -> argparse.ArgumentParser:
     up = sub.add_parser(
         "upscale",
         help="upscale a video file",
-        description="Upscale a video file. Decodes with PyAV, encodes in-process, copies audio and subtitle streams, "
-                    "keeps frame rate and timestamps. Writes a temporary file beside OUTPUT and renames it only on "
-                    "success. The container follows OUTPUT's extension (.mkv, .mp4, ...).",
+        description="Upscale a video file. Decodes with PyAV and encodes in-process; keeps the frame rate, the "
+                    "timestamps, the order of the streams, the audio and subtitle tracks with their language, title "
+                    "and default/forced flags, chapters and attachments (fonts) where the output format holds them "
+                    "(Matroska holds all; what is left out is said on stderr). Writes a temporary file beside OUTPUT "
+                    "and renames it only on success. The container follows OUTPUT's extension (.mkv, .mp4, ...).",
         epilog=_EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     up.add_argument("input", type=Path, metavar="INPUT", help="video file to read")
-    up.add_argument("output", type=Path, metavar="OUTPUT", help="video file to write (.mkv or .mp4 recommended)")
+    up.add_argument("output", type=Path, metavar="OUTPUT", help="video file to write (.mkv keeps everything)")
     g = up.add_argument_group("encoding")
     g.add_argument("--codec", choices=list(CODECS), default="hevc",
-                   help="hevc = libx265 10-bit 4:2:0, h264 = libx264 8-bit 4:2:0, av1 = libsvtav1 10-bit 4:2:0; "
-                        "default: %(default)s")
-    g.add_argument("--crf", type=_non_negative_int, default=None, metavar="Q",
+                   help="hevc = libx265 10-bit 4:2:0, h264 = libx264 8-bit 4:2:0, av1 = libsvtav1 10-bit 4:2:0, "
+                        "ffv1 = lossless 10-bit 4:2:0 (for checks or a later encode); default: %(default)s. The "
+                        "video is tagged BT.709, limited range")
+    g.add_argument("--crf", type=_number(int), default=None, metavar="Q",
                    help="constant-quality level, lower is better and bigger (default: "
-                        + ", ".join(f"{k} {c.default_crf}" for k, c in CODECS.items()) + ")")
+                        + ", ".join(f"{k} {c.default_crf}" for k, c in CODECS.items() if c.default_crf is not None)
+                        + ")")
     g.add_argument("--preset", default=None, metavar="NAME",
                    help="encoder speed preset (x264/x265: ultrafast..veryslow; svt-av1: 0..13); default: encoder's")
+    g.add_argument("--tune", default=None, metavar="NAME",
+                   help="encoder tuning, e.g. 'animation' (x264/x265: "
+                        + ", ".join(sorted(set(CODECS["hevc"].tunes) | set(CODECS["h264"].tunes))) + ")")
+    g.add_argument("--x265-params", dest="params", default=None, metavar="K=V:K=V",
+                   help="the encoder's own options, e.g. aq-mode=3:bframes=8, checked before work starts; "
+                        "--x264-params and --svtav1-params are the same option for the other codecs")
+    for alias in ("--x264-params", "--svtav1-params"):
+        g.add_argument(alias, dest="params", default=None, help=argparse.SUPPRESS)
+    g = up.add_argument_group("streams")
+    g.add_argument("--audio", type=_arg(parse_tracks), default=None, metavar="all|none|LIST",
+                   help="audio tracks to keep: all (default), none, or a comma list of track numbers (0 = the first "
+                        "audio track) and language tags, e.g. 0,eng")
+    g.add_argument("--subtitles", type=_arg(parse_tracks), default=None, metavar="all|none|LIST",
+                   help="subtitle tracks to keep, as --audio")
     _add_common(up)
 
     fr = sub.add_parser(
@@ -147,19 +192,27 @@ def build_parser() -> argparse.ArgumentParser:
     return ap
 
 
-def _lazy_engine(args: argparse.Namespace) -> Callable[[Iterable[np.ndarray]], Iterator[np.ndarray]]:
-    """The engine's ``stream``, built only when the first frame is needed (so path errors come first, fast)."""
+def _options(args: argparse.Namespace, parser: argparse.ArgumentParser) -> Options:
+    """The engine's options from the flags; a bad value is a usage error that names the flag."""
+    given = {f.name: getattr(args, f.name) for f in FIELDS if getattr(args, f.name) is not None}
+    try:
+        return Options(**given)
+    except OptionError as e:
+        parser.error(f"argument {flag(e.name)}: {e.why}")
+        raise  # not reached: parser.error exits
 
-    def process(frames: Iterable[np.ndarray]) -> Iterator[np.ndarray]:
-        from vsanimesr.engine import AnimeSR
 
-        t0 = time.perf_counter()
-        sr = AnimeSR(model=args.model, device=args.device, fp16=args.fp16, tile=args.tile, bf16=args.bf16,
-                     tf32=args.tf32, compile=args.compile, backend=args.backend)
-        log.info("engine ready in %.1f s: %s", time.perf_counter() - t0, sr.describe())
-        yield from sr.stream(frames)
-
-    return process
+def _describe_error(e: BaseException, args: argparse.Namespace) -> str:
+    """One line without library prefixes; an option or encoder error starts with its flag and value."""
+    if isinstance(e, OptionError):
+        value = "" if isinstance(e.value, bool) else f" {e.value}"
+        return f"{flag(e.name)}{value}: {e.why}"
+    text = str(e)
+    if text.startswith("Encoding: "):  # "Encoding: preset='x': libx265 refused it (...)"
+        field, _, rest = text.removeprefix("Encoding: ").partition("=")
+        name = (CODECS[args.codec].params_option or "x265-params") if field == "params" else field
+        return f"{flag(name)} {rest}"
+    return text
 
 
 def _progress(quiet: bool) -> Callable[[int | None], Callable[[], None]] | None:
@@ -185,34 +238,85 @@ def _on_sigterm(signum: int, frame: FrameType | None) -> None:
     raise KeyboardInterrupt  # same clean-up path as Ctrl-C
 
 
+def _say(args: argparse.Namespace, text: str) -> None:
+    print(f"animesr {args.command}: {text}", file=sys.stderr)  # noqa: T201 - the CLI talks to its user
+
+
+def _run(args: argparse.Namespace, opts: Options) -> dict[str, object]:
+    """Check the job, build the engine, say what will happen, then do it."""
+    frames = args.frames
+    sel = {} if frames is None else {"frames": frames}
+    if args.command == "upscale":
+        encoding = Encoding(args.codec, args.crf, args.preset, args.tune, args.params)
+        tracks = Tracks(args.audio, args.subtitles)
+        job = dict(encoding=encoding, crop=args.crop, outscale=opts.outscale, tracks=tracks,
+                   overwrite=args.overwrite, **sel)
+        plan_video(args.input, args.output, **job)  # the checks, before torch is even imported
+    else:
+        plan_image_dir(args.input, args.output, crop=args.crop, overwrite=args.overwrite, **sel)
+
+    log.info("checks passed; loading the engine")
+    if args.threads is not None:
+        import torch
+
+        torch.set_num_threads(args.threads)
+    from vsanimesr.engine import AnimeSR
+
+    t0 = time.perf_counter()
+    sr = AnimeSR(opts)
+    log.info("engine ready in %.1f s", time.perf_counter() - t0)
+
+    def process(frames_in: Iterable[np.ndarray]) -> Iterator[np.ndarray]:
+        return sr.stream(frames_in)
+
+    if args.command == "upscale":
+        plan = plan_video(args.input, args.output, scale=sr.scale, **job)
+        if not args.quiet:
+            n = "?" if plan.expected is None else plan.expected
+            h, w = plan.size
+            crf = encoding.spec.default_crf if encoding.crf is None else encoding.crf
+            quality = "lossless" if crf is None else f"crf {crf}"
+            _say(args, f"{n} frames, {plan.info.width}x{plan.info.height} -> {w}x{h} {encoding.codec} ({quality}); "
+                       f"{sr.describe()}")
+        return transcode_video(args.input, args.output, process, scale=sr.scale, progress=_progress(args.quiet),
+                               **job)
+    if not args.quiet:
+        _say(args, sr.describe())
+    return process_image_dir(args.input, args.output, process, crop=args.crop, outscale=opts.outscale,
+                             overwrite=args.overwrite, progress=_progress(args.quiet), **sel)
+
+
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
-    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(name)s: %(message)s")
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    sub = parser._subparsers._group_actions[0].choices[args.command]  # type: ignore[union-attr]
+    opts = _options(args, sub)
+    if args.threads is not None and args.threads < 1:
+        sub.error("argument --threads: must be >= 1")
+    # One prefix on every line: "animesr upscale: ..."; -v adds the logger's name.
+    fmt = f"animesr {args.command}: " + ("%(name)s: %(message)s" if args.verbose else "%(message)s")
+    level = logging.INFO if args.verbose else logging.WARNING
+    logging.basicConfig(level=level, format=fmt, force=True)
+    logging.getLogger("vsanimesr").setLevel(level)  # the package's own default (INFO) is meant for vspipe's log
+    os.environ.setdefault("SVT_LOG", "1")  # SVT-AV1 prints a banner to stderr at its default level
     signal.signal(signal.SIGTERM, _on_sigterm)
-    kwargs = dict(crop=args.crop, outscale=args.outscale, overwrite=args.overwrite, progress=_progress(args.quiet))
-    if args.frames is not None:
-        kwargs["frames"] = args.frames
     t0 = time.perf_counter()
     try:
-        if args.command == "upscale":
-            summary = transcode_video(args.input, args.output, _lazy_engine(args), codec=args.codec, crf=args.crf,
-                                      preset=args.preset, **kwargs)
-        else:
-            summary = process_image_dir(args.input, args.output, _lazy_engine(args), **kwargs)
+        summary = _run(args, opts)
     except KeyboardInterrupt:
         _close_bars()
-        print("animesr: interrupted; no output written", file=sys.stderr)  # noqa: T201 - the CLI talks to its user
+        _say(args, "interrupted; no output written")
         return 130
-    except (VideoError, ValueError, RuntimeError, OSError) as e:  # WeightsError is a ValueError
+    except (VideoError, ValueError, RuntimeError, OSError) as e:  # OptionError and WeightsError are ValueErrors
         _close_bars()
         if args.verbose:
             log.exception("details")
-        print(f"animesr {args.command}: error: {e}", file=sys.stderr)  # noqa: T201 - the CLI talks to its user
+        _say(args, f"error: {_describe_error(e, args)}")
         return 1
     _close_bars()
     dt = time.perf_counter() - t0
     n = summary["frames"]
-    print(f"animesr: wrote {n} frames to {args.output} in {dt:.1f} s ({n / dt:.2f} frames/s)", file=sys.stderr)  # noqa: T201 - the CLI talks to its user
+    _say(args, f"wrote {n} frames to {args.output} in {dt:.1f} s ({n / dt:.2f} frames/s)")
     return 0
 
 

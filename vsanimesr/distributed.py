@@ -791,12 +791,7 @@ def _run(wd: _WorkDir, src: Path, dest: Path, options: Options, *, workers: int 
         raise VideoError(f"frames {frames.start}:{frames.end or ''} start past the end of {str(src)!r}, which has "
                          f"{len(index)} frames (0 to {len(index) - 1})")
     num_frames = end - frames.start
-    box = None
-    if crop is not None:
-        box = (crop.x, crop.y, crop.width, crop.height)
-        if crop.x + crop.width > index.width or crop.y + crop.height > index.height:
-            raise VideoError(f"crop {crop.width}x{crop.height}+{crop.x}+{crop.y} does not fit the "
-                             f"{index.width}x{index.height} input")
+    box = None if crop is None else crop.box(index.width, index.height)  # the CLI's rectangle (W:H is centred)
     weights, scale = _model(options)
     base_h, base_w = (box[3], box[2]) if box else (index.height, index.width)
     size = target_size(base_h, base_w, scale if options.outscale is None else options.outscale, even=True)

@@ -133,15 +133,18 @@ def test_load_config_checks_the_degradation_config_in_the_first_second(tmp_path:
 
 
 @pytest.mark.parametrize(("key", "value"), [("data.paths", "[no/such/clips]"), ("model.pretrained", "no/such.pth"),
-                                            ("perceptual.weights", "no/vgg19.pth")])
+                                            ("perceptual.weights", "no/vgg19.pth"), ("data.paths", "[EMPTY]")])
 def test_missing_inputs_are_one_line_errors(key: str, value: str, tmp_path: Path, capsys) -> None:
+    (tmp_path / "empty").mkdir()
+    value = value.replace("EMPTY", str(tmp_path / "empty"))
     sets = ["data.kind=clips"] if key == "data.paths" else []
     if key == "perceptual.weights":
         sets = ["stage=vsr_gan", "train.gan_weight=1", "train.perceptual_weight=1", "disc.num_scales=1"]
     assert main([str(_tiny_run_file(tmp_path)), *[a for s in sets for a in ("--set", s)], "--set",
                  f"{key}={value}"]) == 2
     err = capsys.readouterr().err.strip().splitlines()
-    assert len(err) == 1 and err[0].startswith("error: ") and f"{key}: " in err[0] and "does not exist" in err[0]
+    assert len(err) == 1 and err[0].startswith("error: ")
+    assert (f"{key}: " in err[0] and "does not exist" in err[0]) or "data: find_clips: no clip folders" in err[0]
 
 
 def test_rerun_after_a_model_change_says_so_in_one_line(tmp_path: Path, capsys) -> None:

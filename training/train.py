@@ -604,7 +604,10 @@ def setup(cfg: Config, *, source: str = "config") -> Trainer:
         from training.degradations.lbo import load_lbo_pool
 
         lbo_pool = load_lbo_pool(cfg.data.lbo_pool, device=rt.device)
-    train_set, val_set = build_datasets(cfg)
+    try:
+        train_set, val_set = build_datasets(cfg)
+    except (ValueError, OSError) as e:  # no clips, clips too short, unreadable pairs: the data the config names
+        raise ConfigError(f"data: {e}", source=source) from None
     val_items = validation_items(cfg, val_set, rt.device, lbo_pool) if rt.master else []
     data = DataStream(cfg, train_set, rt, start_batch=state.iter, lbo_pool=lbo_pool)
     if rt.distributed:  # gradients averaged over processes; the raw modules stay for EMA, checkpoints and export

@@ -110,10 +110,11 @@ def run_ray(src: Path, dest: Path, work: Path, *, codec: str, workers: int, thre
             ) -> tuple[dict[str, float], dict[str, list[float]]]:
     from vsanimesr.distributed import upscale_video
     from vsanimesr.options import Options
+    from vsanimesr.video import Encoding
 
     t0 = time.perf_counter()
     s = upscale_video(src, dest, Options(device="cpu"), workers=workers, threads=threads, chunk_frames=chunk_frames,
-                      codec=codec, work_dir=work, overwrite=True)
+                      encoding=Encoding(codec), work_dir=work, overwrite=True)
     wall = time.perf_counter() - t0
     results = list(s["results"].values())
     n = s["frames"]
@@ -143,7 +144,7 @@ def components(width: int, height: int, *, codec: str, frames: int, tmp: Path) -
     import av
 
     from vsanimesr.distributed import index_video
-    from vsanimesr.video import CODECS, to_uint
+    from vsanimesr.video import CODECS, Encoding, _encoder_frame, _open_encoder
 
     rows = []
     src = tmp / "components.mp4"
@@ -166,19 +167,10 @@ def components(width: int, height: int, *, codec: str, frames: int, tmp: Path) -
         spec = CODECS[name]
         files[name] = path = tmp / f"components_{name}.{'nut' if name == 'ffv1' else 'mov'}"
         t0 = time.perf_counter()
-        with av.open(str(path), "w") as out:
-            st = out.add_stream(spec.encoder, rate=24)
-            st.width, st.height, st.pix_fmt = w4, h4, spec.pix_fmt
-            opts = dict(spec.fixed)
-            if spec.default_crf is not None:
-                opts["crf"] = str(spec.default_crf)
-            if spec.encoder == "libx265":
-                opts["x265-params"] = "log-level=error"
-            st.options = opts
+        with av.open(str(path), "w") as out:  # the CLI's own encoder set-up and frame conversion
+            st = _open_encoder(out, Encoding(name), rate=Fraction(24), time_base=Fraction(1, 24), size=(h4, w4))
             for i in range(enc_frames):
-                y = base[i % 16 : i % 16 + h4, i % 16 : i % 16 + w4]
-                vf = av.VideoFrame.from_ndarray(to_uint(y, spec.bits), format="rgb24" if spec.bits == 8 else "rgb48le")
-                vf = vf.reformat(format=spec.pix_fmt, dst_colorspace="ITU709", dst_color_range="MPEG")
+                vf = _encoder_frame(base[i % 16 : i % 16 + h4, i % 16 : i % 16 + w4], spec, (h4, w4))
                 vf.pts = i
                 out.mux(st.encode(vf))
             out.mux(st.encode(None))

@@ -25,7 +25,7 @@ import torch
 
 from vsanimesr.distributed import ChunkError, WorkDirError, index_video, plan_chunks, upscale_video
 from vsanimesr.options import Options
-from vsanimesr.video import FrameRange
+from vsanimesr.video import Encoding, FrameRange
 
 N, CUT, H, W = 40, 19, 24, 32
 OPTS = Options(device="cpu", reset_interval=4, warmup=2)
@@ -90,7 +90,7 @@ def single_process(src: Path, dest: Path, *, frames: FrameRange | None = None) -
     """The single-process path (what ``animesr upscale`` runs), with one torch thread as each Ray worker has: CPU
     kernels may sum in another order with another thread count."""
     from vsanimesr.engine import AnimeSR
-    from vsanimesr.video import Encoding, transcode_video
+    from vsanimesr.video import transcode_video
 
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
@@ -172,7 +172,7 @@ def test_killed_worker_is_retried_and_the_output_is_unchanged(clip, reference, r
     t = threading.Thread(target=killer, daemon=True)
     t.start()
     summary = upscale_video(clip, tmp_path / "out.mkv", OPTS, workers=2, threads=1, chunk_frames=CHUNK,
-                            codec="ffv1", work_dir=work)
+                            encoding=Encoding("ffv1"), work_dir=work)
     t.join()
     assert killed, "no worker was caught mid-chunk"
     index = int(killed[0][0].removeprefix("chunk_"))
@@ -191,7 +191,7 @@ def test_failing_chunk_names_its_frames_keeps_the_others_and_resumes(clip, ray_l
     work = tmp_path / "work"
     blocker = work / "segments" / "chunk_00002.nut"
     blocker.mkdir(parents=True)  # the segment cannot be renamed into place: every attempt fails
-    kw = dict(workers=2, threads=1, chunk_frames=CHUNK, codec="ffv1", work_dir=work, frames=frames)
+    kw = dict(workers=2, threads=1, chunk_frames=CHUNK, encoding=Encoding("ffv1"), work_dir=work, frames=frames)
     with pytest.raises(ChunkError) as e:
         upscale_video(clip, tmp_path / "out.mkv", OPTS, retries=1, **kw)
     msg = str(e.value)
@@ -220,7 +220,7 @@ def test_interrupted_run_resumes_to_the_same_output(clip, reference, ray_local, 
                 raise KeyboardInterrupt
         return tick
 
-    kw = dict(workers=2, threads=1, chunk_frames=CHUNK, codec="ffv1", work_dir=work)
+    kw = dict(workers=2, threads=1, chunk_frames=CHUNK, encoding=Encoding("ffv1"), work_dir=work)
     with pytest.raises(KeyboardInterrupt):
         upscale_video(clip, tmp_path / "out.mkv", OPTS, progress=progress, **kw)
     done = json.loads((work / "manifest.json").read_text())["done"]
@@ -304,11 +304,11 @@ def test_chunks_in_this_process_join_like_one_run(clip, tmp_path, codec, ext):
     torch.set_num_threads(1)
     try:
         from vsanimesr.engine import AnimeSR
-        from vsanimesr.video import Encoding, transcode_video
+        from vsanimesr.video import transcode_video
 
         transcode_video(clip, one, AnimeSR(OPTS).stream, encoding=Encoding(codec))
         summary = upscale_video(clip, tmp_path / f"chunked.{ext}", OPTS, workers=0, threads=1, chunk_frames=CHUNK,
-                                codec=codec)
+                                encoding=Encoding(codec))
     finally:
         torch.set_num_threads(threads)
     assert summary["chunks"] == 5 and summary["frames"] == N

@@ -26,6 +26,7 @@ Work directory layout::
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import fcntl
 import hashlib
 import json
@@ -36,7 +37,7 @@ import signal
 import socket
 import threading
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
@@ -46,15 +47,19 @@ import numpy as np
 
 from vsanimesr.options import Options
 from vsanimesr.video import (
-    CODECS,
     Crop,
+    Encoding,
     FrameRange,
+    Tracks,
     VideoError,
-    atomic_file,
-    describe_os_error,
-    resize_frame,
-    target_size,
-    to_uint,
+    _encoder_frame,
+    _frame_rgb,
+    _main_video,
+    _open_encoder,
+    _open_input,
+    _source_matrix,
+    join_segments,
+    plan_video,
 )
 
 __all__ = [
@@ -183,28 +188,6 @@ class VideoIndex:
         return [self.pts[k] for k in reversed(before[-2:])] + [None]
 
 
-def _main_video(container: Any) -> Any:
-    """The first video stream that is not a cover picture (what the CLI upscales)."""
-    import av
-
-    for s in container.streams.video:
-        if not s.disposition & av.stream.Disposition.attached_pic:
-            return s
-    raise VideoError(f"{container.name!r} has no video stream")
-
-
-def _open(src: Path) -> Any:
-    import av
-
-    if not Path(src).is_file():
-        raise VideoError(f"input {str(src)!r} does not exist or is not a file")
-    try:
-        return av.open(str(src))
-    except (av.FFmpegError, OSError) as e:
-        raise VideoError(f"cannot read {str(src)!r} (corrupt, truncated or not a video?): "
-                         f"{describe_os_error(e)}") from e
-
-
 def _rate(stream: Any) -> Fraction:
     return stream.average_rate or stream.guessed_rate or Fraction(24000, 1001)
 
@@ -220,8 +203,8 @@ def index_video(src: str | os.PathLike[str]) -> VideoIndex:
     import av
 
     src = Path(src)
-    with contextlib.closing(_open(src)) as c:
-        v = _main_video(c)
+    with contextlib.closing(_open_input(src)) as c:
+        v = _main_video(c, src)
         tb, rate = v.time_base, _rate(v)
         width, height = v.codec_context.width, v.codec_context.height
         pts: list[int | None] = []
@@ -252,8 +235,8 @@ def _decoded_pts(src: Path) -> list[int]:
     import av
 
     out: list[int] = []
-    with contextlib.closing(_open(src)) as c:
-        v = _main_video(c)
+    with contextlib.closing(_open_input(src)) as c:
+        v = _main_video(c, src)
         v.thread_type = "AUTO"
         ticks = 1 / (_rate(v) * v.time_base)
         try:
@@ -297,9 +280,7 @@ class _ChunkJob:
     src: str
     work_dir: str
     options: Options
-    codec: str
-    crf: int | None
-    preset: str | None
+    encoding: Encoding
     box: tuple[int, int, int, int] | None  # crop (x, y, w, h) in input pixels
     size: tuple[int, int]  # output (height, width)
     num_frames: int  # frames in the selected range (what the engine's window is clipped to)
@@ -312,11 +293,11 @@ class _ChunkJob:
 
     @property
     def segment(self) -> Path:
-        return _segment_path(Path(self.work_dir), self.chunk.index, self.codec)
+        return _segment_path(Path(self.work_dir), self.chunk.index, self.encoding)
 
 
-def _segment_path(work_dir: Path, index: int, codec: str) -> Path:
-    ext = "nut" if CODECS[codec].encoder in _INTRA_ONLY else "mov"  # both keep the input's exact timestamps
+def _segment_path(work_dir: Path, index: int, encoding: Encoding) -> Path:
+    ext = "nut" if encoding.spec.encoder in _INTRA_ONLY else "mov"  # both keep the input's exact timestamps
     return work_dir / "segments" / f"chunk_{index:05d}.{ext}"
 
 
@@ -459,9 +440,10 @@ def _decode_range(job: _ChunkJob) -> Iterator[np.ndarray]:
 
     want = job.pts
     for seek in job.seek_points:
-        with contextlib.closing(_open(Path(job.src))) as c:
-            v = _main_video(c)
+        with contextlib.closing(_open_input(Path(job.src))) as c:
+            v = _main_video(c, Path(job.src))
             v.thread_type = "AUTO"
+            matrix = _source_matrix(v)
             if seek is not None:
                 c.seek(seek, stream=v, backward=True, any_frame=False)
             frames = _decoded(c, v, job.src)
@@ -472,21 +454,21 @@ def _decode_range(job: _ChunkJob) -> Iterator[np.ndarray]:
                     fr = next(frames, None)
                     if fr is None:
                         raise VideoError(f"{job.src!r} ended before frame {job.skip + k} (truncated?)")
-                    yield _rgb(fr, job.box)
+                    yield _frame_rgb(fr, matrix, job.box)
                 return
             fr = next((f for f in frames if f.pts is not None and f.pts >= want[0]), None)
             if fr is None or fr.pts != want[0]:
                 log.debug("%s: seek to %s landed after frame %d; trying an earlier point", job.chunk, seek,
                           job.chunk.first)
                 continue
-            yield _rgb(fr, job.box)
+            yield _frame_rgb(fr, matrix, job.box)
             for k, expected in enumerate(want[1:], start=1):
                 fr = next(frames, None)
                 if fr is None or fr.pts != expected:
                     got = "the end of the stream" if fr is None else f"timestamp {fr.pts}"
                     raise VideoError(f"{job.src!r}: frame {job.chunk.first + k} should have timestamp {expected} "
                                      f"but decoding gave {got} (damaged input?)")
-                yield _rgb(fr, job.box)
+                yield _frame_rgb(fr, matrix, job.box)
             return
     raise VideoError(f"{job.src!r}: cannot find the frame with timestamp {want[0]} (frame {job.chunk.first}) "
                      "by seeking or decoding from the start")
@@ -502,52 +484,16 @@ def _decoded(c: Any, v: Any, src: str) -> Iterator[Any]:
             raise VideoError(f"cannot decode {src!r} (corrupt or truncated?): {e}") from e
 
 
-def _rgb(fr: Any, box: tuple[int, int, int, int] | None) -> np.ndarray:
-    # TODO(distributed): use video.py's frame conversion once it is a function (identical code path to the CLI)
-    if fr.format.components[0].bits > 8:
-        rgb = fr.to_ndarray(format="rgb48le").astype(np.float32) / 65535.0
-    else:
-        rgb = fr.to_ndarray(format="rgb24")
-    if box is not None:
-        x, y, w, h = box
-        rgb = rgb[y : y + h, x : x + w]
-    return rgb
-
-
 class _SegmentWriter:
-    """Encodes upscaled frames with the input's timestamps, as the CLI's encoder does."""
+    """Encodes upscaled frames with the input's timestamps, exactly as the CLI's encoder does (same functions)."""
 
     def __init__(self, out: Any, job: _ChunkJob) -> None:
-        # TODO(distributed): use video.py's encoder set-up once it is a function (identical settings to the CLI)
         self.out, self.job = out, job
-        self.spec = spec = CODECS[job.codec]
-        h, w = job.size
-        st = out.add_stream(spec.encoder, rate=job.rate)
-        st.width, st.height, st.pix_fmt = w, h, spec.pix_fmt
-        st.time_base = job.time_base
-        cc = st.codec_context
-        cc.color_range = 1
-        cc.colorspace = cc.color_primaries = cc.color_trc = 1
-        opts = dict(spec.fixed)
-        if spec.default_crf is not None:
-            opts["crf"] = str(spec.default_crf if job.crf is None else job.crf)
-        if job.preset:
-            opts["preset"] = job.preset
-        if spec.encoder == "libx265":
-            opts["x265-params"] = "log-level=error"
-            cc.codec_tag = "hvc1"
-        st.options = opts
-        self.stream = st
+        self.stream = _open_encoder(out, job.encoding, rate=job.rate, time_base=job.time_base, size=job.size)
         self.written = 0
 
     def write(self, y: np.ndarray, pts: int) -> None:
-        import av
-
-        h, w = self.job.size
-        y = resize_frame(y, h, w)
-        vf = av.VideoFrame.from_ndarray(to_uint(y, self.spec.bits), format="rgb24" if self.spec.bits == 8
-                                        else "rgb48le")
-        vf = vf.reformat(format=self.spec.pix_fmt, dst_colorspace="ITU709", dst_color_range="MPEG")
+        vf = _encoder_frame(y, self.job.encoding.spec, self.job.size)
         vf.pts = pts
         vf.time_base = self.job.time_base
         self.out.mux(self.stream.encode(vf))
@@ -634,7 +580,7 @@ class _WorkDir:
                              "done": {}}
             self._write_json("manifest.json", self.manifest)
 
-    def finished(self, chunks: list[Chunk], codec: str) -> set[int]:
+    def finished(self, chunks: list[Chunk], encoding: Encoding) -> set[int]:
         """Chunks whose segment is present with its recorded checksum; the others' records are dropped."""
         done: dict[str, Any] = self.manifest["done"]
         good = set()
@@ -642,7 +588,7 @@ class _WorkDir:
             rec = done.get(str(c.index))
             if rec is None:
                 continue
-            seg = _segment_path(self.path, c.index, codec)
+            seg = _segment_path(self.path, c.index, encoding)
             if seg.is_file() and _sha256(seg) == rec.get("sha256"):
                 good.add(c.index)
             else:
@@ -650,7 +596,7 @@ class _WorkDir:
                 del done[str(c.index)]
         self._write_json("manifest.json", self.manifest)
         # Leftovers of interrupted attempts (the driver holds the lock, so no worker of this directory is alive).
-        keep = {_segment_path(self.path, i, codec).name for i in good}
+        keep = {_segment_path(self.path, i, encoding).name for i in good}
         for p in (self.path / "segments").iterdir():
             if p.name not in keep and p.is_file():
                 p.unlink(missing_ok=True)
@@ -669,12 +615,13 @@ class _WorkDir:
         self._write_json("manifest.json", self.manifest)
 
 
-def _settings(options: Options, *, codec: str, crf: int | None, preset: str | None, frames: FrameRange,
-              crop: Crop | None, model_sha256: str | None) -> dict[str, Any]:
-    """What makes a segment what it is (resources such as workers or threads do not belong here)."""
+def _settings(options: Options, *, encoding: Encoding, frames: FrameRange, box: tuple[int, int, int, int] | None,
+              model_sha256: str) -> dict[str, Any]:
+    """What makes a segment what it is. Resources (workers, threads, cluster) do not belong here, nor do the audio and
+    subtitle tracks (only the join uses them)."""
     return {**{f"option.{k}": v for k, v in options.as_dict().items()}, "model_sha256": model_sha256,
-            "codec": codec, "crf": crf, "preset": preset, "frames": [frames.start, frames.end],
-            "crop": None if crop is None else str(crop)}
+            **{f"encoding.{k}": v for k, v in dataclasses.asdict(encoding).items()},
+            "frames": [frames.start, frames.end], "crop": None if box is None else list(box)}
 
 
 class _ProgressBoard:
@@ -700,11 +647,10 @@ def upscale_video(
     threads: int | None = None,
     chunk_frames: int = DEFAULT_CHUNK_FRAMES,
     work_dir: str | os.PathLike[str] | None = None,
-    codec: str = "hevc",
-    crf: int | None = None,
-    preset: str | None = None,
+    encoding: Encoding | None = None,
     frames: FrameRange | None = None,
     crop: Crop | None = None,
+    tracks: Tracks | None = None,
     retries: int = DEFAULT_RETRIES,
     gpus_per_worker: float = 1.0,
     overwrite: bool = False,
@@ -721,9 +667,9 @@ def upscale_video(
 
     Chunks are ``chunk_frames`` long, rounded to whole restart periods (:func:`plan_chunks`). Finished segments and
     the manifest stay in ``work_dir`` (default: a hidden folder beside ``dest``, removed after success), so the same
-    call after an interruption or a failure redoes only what is missing. ``codec``, ``crf``, ``preset``,
-    ``frames``, ``crop`` and ``options.outscale`` mean what they mean for ``animesr upscale``; ``progress(total)``
-    returns a callback called once per finished frame.
+    call after an interruption or a failure redoes only what is missing. ``encoding``, ``frames``, ``crop``,
+    ``tracks`` and ``options.outscale`` mean what they mean for :func:`vsanimesr.video.transcode_video` (everything
+    it checks is checked here before any work); ``progress(total)`` returns a callback called once per frame.
 
     Returns a summary: frames, chunks, chunks reused from the work directory, attempts, seconds per stage.
 
@@ -736,6 +682,8 @@ def upscale_video(
     func = "upscale_video"
     options = Options() if options is None else options
     frames = FrameRange() if frames is None else frames
+    encoding = Encoding() if encoding is None else encoding
+    tracks = Tracks() if tracks is None else tracks
     if not isinstance(options, Options):
         raise ValueError(f"{func}: options must be a vsanimesr.options.Options, got {type(options).__name__}")
     for name, value, low in (("workers", workers, 0), ("threads", threads, 1), ("chunk_frames", chunk_frames, 1),
@@ -748,22 +696,16 @@ def upscale_video(
             or isinstance(gpus_per_worker, int) and gpus_per_worker >= 1):
         raise ValueError(f"{func}: gpus_per_worker must be a fraction in (0, 1] or a whole number, "
                          f"got {gpus_per_worker!r}")
-    if codec not in CODECS:
-        raise ValueError(f"{func}: codec must be one of {', '.join(CODECS)}, got {codec!r}")
     src, dest = Path(src), Path(dest)
-    if not src.is_file():
-        raise VideoError(f"input {str(src)!r} does not exist or is not a file")
-    if dest.exists() and not overwrite:
-        raise VideoError(f"output {str(dest)!r} already exists (pass --overwrite to replace it)")
-    if dest.resolve() == src.resolve():
-        raise VideoError(f"output {str(dest)!r} is the input file")
+    # Input, range, crop, tracks, encoder settings, output path: checked as one run checks them, before any work.
+    plan_video(src, dest, encoding=encoding, frames=frames, crop=crop, tracks=tracks, overwrite=overwrite)
     own_work = work_dir is None
     work = (dest.parent / f".{dest.name}.chunks" if own_work else Path(work_dir)).resolve()  # type: ignore[arg-type]
     t_start = time.perf_counter()
     wd = _WorkDir(work)
     try:
         summary = _run(wd, src, dest, options, workers=workers, address=address, threads=threads,
-                       chunk_frames=chunk_frames, codec=codec, crf=crf, preset=preset, frames=frames, crop=crop,
+                       chunk_frames=chunk_frames, encoding=encoding, frames=frames, crop=crop, tracks=tracks,
                        retries=retries, gpus_per_worker=gpus_per_worker, overwrite=overwrite, progress=progress)
         wd.tidy()
     except KeyboardInterrupt:
@@ -780,21 +722,21 @@ def upscale_video(
 
 
 def _run(wd: _WorkDir, src: Path, dest: Path, options: Options, *, workers: int | None, address: str | None,
-         threads: int | None, chunk_frames: int, codec: str, crf: int | None, preset: str | None,
-         frames: FrameRange, crop: Crop | None, retries: int, gpus_per_worker: float, overwrite: bool,
+         threads: int | None, chunk_frames: int, encoding: Encoding, frames: FrameRange, crop: Crop | None,
+         tracks: Tracks, retries: int, gpus_per_worker: float, overwrite: bool,
          progress: Callable[[int | None], Callable[[], None]] | None) -> dict[str, Any]:
     t0 = time.perf_counter()
+    weights, scale = _model(options)
+    plan = plan_video(src, dest, encoding=encoding, frames=frames, crop=crop, outscale=options.outscale, scale=scale,
+                      tracks=tracks, overwrite=overwrite)
+    frames, box, size = plan.frames, plan.crop, plan.size
     identity = input_identity(src)
     index = wd.index(src, identity)
     end = len(index) if frames.end is None else min(frames.end, len(index))
     if frames.start >= end:
-        raise VideoError(f"frames {frames.start}:{frames.end or ''} start past the end of {str(src)!r}, which has "
-                         f"{len(index)} frames (0 to {len(index) - 1})")
+        raise VideoError(f"frames {frames} start past the end of {str(src)!r}, which has {len(index)} frames "
+                         f"(0 to {len(index) - 1})")
     num_frames = end - frames.start
-    box = None if crop is None else crop.box(index.width, index.height)  # the CLI's rectangle (W:H is centred)
-    weights, scale = _model(options)
-    base_h, base_w = (box[3], box[2]) if box else (index.height, index.width)
-    size = target_size(base_h, base_w, scale if options.outscale is None else options.outscale, even=True)
     chunks = plan_chunks(num_frames, options, chunk_frames)
 
     with contextlib.closing(_Cluster(address, workers, gpus_per_worker)) as cluster:
@@ -802,10 +744,10 @@ def _run(wd: _WorkDir, src: Path, dest: Path, options: Options, *, workers: int 
         if threads is None:  # CPU workers share the cores; a GPU worker's CPU only feeds the GPU and the encoder
             threads = 1 if gpu or address is not None else max(1, (os.cpu_count() or 1) // (workers or 1))
         worker_options = options.replace(device="cuda" if gpu else "cpu")
-        settings = _settings(worker_options, codec=codec, crf=crf, preset=preset,
-                             frames=FrameRange(frames.start, end), crop=crop, model_sha256=_sha256(weights))
+        settings = _settings(worker_options, encoding=encoding, frames=FrameRange(frames.start, end), box=box,
+                             model_sha256=_sha256(weights))
         wd.open_manifest(identity, settings, chunks)
-        done = wd.finished(chunks, codec)
+        done = wd.finished(chunks, encoding)
         todo = [c for c in chunks if c.index not in done]
         log.info("%d frames in %d chunks (%d finished before, %d to do)", num_frames, len(chunks), len(done),
                  len(todo))
@@ -828,8 +770,8 @@ def _run(wd: _WorkDir, src: Path, dest: Path, options: Options, *, workers: int 
 
             def job(c: Chunk) -> _ChunkJob:
                 return _ChunkJob(
-                    chunk=c, src=str(src.resolve()), work_dir=str(wd.path), options=worker_options, codec=codec,
-                    crf=crf, preset=preset, box=box, size=size, num_frames=num_frames, time_base=index.time_base,
+                    chunk=c, src=str(src.resolve()), work_dir=str(wd.path), options=worker_options,
+                    encoding=encoding, box=box, size=size, num_frames=num_frames, time_base=index.time_base,
                     rate=index.rate, pts=index.pts[g0 + c.first : g0 + c.last + 1], skip=g0 + c.first,
                     seek_points=tuple(index.seek_points(g0 + c.first)), threads=threads,
                 )
@@ -845,11 +787,8 @@ def _run(wd: _WorkDir, src: Path, dest: Path, options: Options, *, workers: int 
                 raise ChunkError(f"{what} ({finished} of {len(chunks)} chunks are finished and kept in "
                                  f"{str(wd.path)!r}; run again to retry)")
     t2 = time.perf_counter()
-    segments = [_segment_path(wd.path, c.index, codec) for c in chunks]
-    last = frames.start + num_frames - 1
-    t_end = float((index.pts[last] + 1 / (index.rate * index.time_base)) * index.time_base)
-    joined = _join(src, segments, dest, frames=frames, t_first=float(index.pts[frames.start] * index.time_base),
-                   t_end=t_end, overwrite=overwrite)
+    segments = [_segment_path(wd.path, c.index, encoding) for c in chunks]
+    joined = join_segments(src, segments, dest, frames=frames, tracks=tracks, overwrite=overwrite)
     seconds["join"] = time.perf_counter() - t2
     if joined["frames"] != num_frames:
         raise VideoError(f"joined {joined['frames']} frames instead of {num_frames} (damaged segments in "
@@ -1034,68 +973,3 @@ def _cause(e: BaseException) -> str:
         text = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
     return " ".join(text.split())
 
-
-def _join(src: Path, segments: Sequence[Path], dest: Path, *, frames: FrameRange, t_first: float, t_end: float,
-          overwrite: bool) -> dict[str, Any]:
-    """Join the segments into ``dest`` with ``src``'s audio and subtitle streams, interleaved by time.
-
-    ``frames`` is the range as the caller gave it; ``t_first`` and ``t_end`` (seconds) are the first selected frame's
-    time and the last one's end, which bound the copied packets as in :func:`vsanimesr.video.transcode_video`.
-    """
-    # TODO(distributed): video.join_segments (the CLI's stream layout: tags, dispositions, attachments, chapters)
-    import heapq
-
-    import av
-
-    from vsanimesr.video import _PacketCopier
-
-    with contextlib.ExitStack() as stack:
-        inp = stack.enter_context(contextlib.closing(_open(src)))
-        parts = [stack.enter_context(contextlib.closing(_open(p))) for p in segments]
-        tmp = stack.enter_context(atomic_file(dest, overwrite=overwrite))
-        out = stack.enter_context(contextlib.closing(av.open(str(tmp), "w")))
-        try:
-            copies = {}
-            for s in inp.streams:
-                if s.type in ("audio", "subtitle"):
-                    try:
-                        copies[s.index] = out.add_stream_from_template(s)
-                    except (av.FFmpegError, ValueError) as e:
-                        log.warning("not copying %s stream #%d: %s", s.type, s.index, e)
-            vout = out.add_stream_from_template(parts[0].streams.video[0])
-            copier = _PacketCopier(out, copies, frames)
-            copier.video_frame(t_first, t_end)
-            copier.video_done()
-            shift = t_first if frames.start > 0 else 0.0
-            written = 0
-
-            def video() -> Iterator[tuple[float, int, Any]]:
-                nonlocal written
-                for part in parts:
-                    v = part.streams.video[0]
-                    offset = round(shift / v.time_base)
-                    for p in part.demux(v):
-                        if p.size == 0:
-                            continue
-                        p.pts -= offset
-                        p.dts -= offset
-                        written += 1
-                        yield float(p.dts * p.time_base) + shift, 0, p
-
-            def others() -> Iterator[tuple[float, int, Any]]:
-                if copies:
-                    for p in inp.demux(*[inp.streams[i] for i in copies]):
-                        if p.dts is not None:
-                            yield float(p.dts * p.time_base), 1, p
-
-            for _t, kind, p in heapq.merge(video(), others(), key=lambda item: (item[0], item[1])):
-                if kind == 0:
-                    p.stream = vout
-                    out.mux(p)
-                else:
-                    copier.add(p)
-        except (av.FFmpegError, OSError) as e:
-            raise VideoError(f"failed while writing {str(dest)!r}: {describe_os_error(e)}") from e
-        summary = {"frames": written, "size": (vout.codec_context.width, vout.codec_context.height),
-                   "codec": vout.codec_context.name, "copied_streams": [s.type for s in copies.values()]}
-    return summary

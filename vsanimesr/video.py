@@ -600,6 +600,57 @@ def _open_error(spec: Codec, opts: dict[str, str]) -> str | None:
     return "; ".join(complaints) or None
 
 
+# The decoder and encoder sides of one frame, shared by transcode_video and the chunks of vsanimesr.distributed
+# (whose segments must be encoded exactly as one run encodes).
+
+
+def _source_matrix(vin: Any) -> str | None:
+    """The YUV matrix to read ``vin`` with: untagged HD video is BT.709 by convention (FFmpeg would assume BT.601),
+    the same rule as vsanimesr.upscale; None = the stream's own tag."""
+    cc = vin.codec_context
+    untagged = cc.colorspace == 2 and (cc.pix_fmt or "").startswith(("yuv", "nv", "p0"))  # 2: unspecified
+    return "ITU709" if untagged and (cc.width >= 1280 or cc.height >= 720) else None
+
+
+def _frame_rgb(fr: Any, matrix: str | None, crop: tuple[int, int, int, int] | None) -> np.ndarray:
+    """A decoded frame as RGB: uint8, or float32 in [0, 1] for 10/12-bit sources (their precision kept)."""
+    if fr.format.components[0].bits > 8:
+        rgb = fr.reformat(format="rgb48le", src_colorspace=matrix).to_ndarray()
+        rgb = rgb.astype(np.float32) / 65535.0
+    else:
+        rgb = fr.reformat(format="rgb24", src_colorspace=matrix).to_ndarray()
+    if crop is not None:
+        x, y, w, h = crop
+        rgb = rgb[y : y + h, x : x + w]
+    return rgb
+
+
+def _open_encoder(out: Any, encoding: Encoding, *, rate: Fraction, time_base: Fraction, size: tuple[int, int]) -> Any:
+    """The output's video stream: ``encoding``'s encoder at ``size`` (height, width), tagged BT.709 limited range."""
+    spec = encoding.spec
+    st = out.add_stream(spec.encoder, rate=rate)
+    st.height, st.width = size
+    st.pix_fmt = spec.pix_fmt
+    st.time_base = time_base
+    cc = st.codec_context
+    cc.color_range = 1  # limited ("tv") range, what players expect
+    cc.colorspace = cc.color_primaries = cc.color_trc = 1  # BT.709, the convention for HD output
+    if spec.encoder == "libx265" and out.format.name in ("mov,mp4,m4a,3gp,3g2,mj2", "mp4", "mov"):
+        cc.codec_tag = "hvc1"  # the tag Apple players require for HEVC in MP4
+    st.options = encoding.options()
+    return st
+
+
+def _encoder_frame(y: np.ndarray, spec: Codec, size: tuple[int, int]) -> Any:
+    """An upscaled float RGB frame resized to ``size`` (height, width), rounded and converted to ``spec``'s
+    BT.709 limited-range pixel format: what the encoder is given."""
+    import av
+
+    y = resize_frame(y, *size)
+    vf = av.VideoFrame.from_ndarray(to_uint(y, spec.bits), format="rgb24" if spec.bits == 8 else "rgb48le")
+    return vf.reformat(format=spec.pix_fmt, dst_colorspace="ITU709", dst_color_range="MPEG")
+
+
 class _Transcoder:
     """One run of :func:`transcode_video`: reads the input's frames, encodes the processed ones, copies the rest.
 
@@ -620,33 +671,13 @@ class _Transcoder:
         self.pending_pts: deque[int] = deque()  # pts of frames handed to ``process`` and not yet written
         self.decoded = 0
         self.last_pts: int | None = None
-        # Untagged HD video is BT.709 by convention (FFmpeg would assume BT.601); the same rule as vsanimesr.upscale.
-        cc = vin.codec_context
-        untagged = cc.colorspace == 2 and (cc.pix_fmt or "").startswith(("yuv", "nv", "p0"))  # 2: unspecified
-        self.src_matrix = "ITU709" if untagged and (cc.width >= 1280 or cc.height >= 720) else None
+        self.src_matrix = _source_matrix(vin)
 
     def _open_encoder(self, out: Any) -> Any:
-        st = out.add_stream(self.spec.encoder, rate=self.rate)
-        st.width, st.height, st.pix_fmt = self.width, self.height, self.spec.pix_fmt
-        st.time_base = self.tb
-        cc = st.codec_context
-        cc.color_range = 1  # limited ("tv") range, what players expect
-        cc.colorspace = cc.color_primaries = cc.color_trc = 1  # BT.709, the convention for HD output
-        if self.spec.encoder == "libx265" and out.format.name in ("mov,mp4,m4a,3gp,3g2,mj2", "mp4", "mov"):
-            cc.codec_tag = "hvc1"  # the tag Apple players require for HEVC in MP4
-        st.options = self.encoding.options()
-        return st
+        return _open_encoder(out, self.encoding, rate=self.rate, time_base=self.tb, size=(self.height, self.width))
 
     def _rgb(self, fr: Any) -> np.ndarray:
-        if fr.format.components[0].bits > 8:  # keep 10/12-bit sources' precision
-            rgb = fr.reformat(format="rgb48le", src_colorspace=self.src_matrix).to_ndarray()
-            rgb = rgb.astype(np.float32) / 65535.0
-        else:
-            rgb = fr.reformat(format="rgb24", src_colorspace=self.src_matrix).to_ndarray()
-        if self.crop is not None:
-            x, y, w, h = self.crop
-            rgb = rgb[y : y + h, x : x + w]
-        return rgb
+        return _frame_rgb(fr, self.src_matrix, self.crop)
 
     def _frames_in(self, copier: _PacketCopier) -> Iterator[np.ndarray]:
         """The selected frames as RGB arrays; demuxed packets of copied streams go to ``copier`` on the way."""
@@ -696,11 +727,8 @@ class _Transcoder:
             copier = _PacketCopier(out, layout.copies, self.frames)
             tick = progress(self.expected) if progress else (lambda: None)
             written, shift, t_end = 0, None, 0.0
-            bits_fmt = "rgb24" if self.spec.bits == 8 else "rgb48le"
             for y in process(self._frames_in(copier)):
-                y = resize_frame(y, self.height, self.width)
-                vf = av.VideoFrame.from_ndarray(to_uint(y, self.spec.bits), format=bits_fmt)
-                vf = vf.reformat(format=self.spec.pix_fmt, dst_colorspace="ITU709", dst_color_range="MPEG")
+                vf = _encoder_frame(y, self.spec, (self.height, self.width))
                 pts = self.pending_pts.popleft()
                 if shift is None:
                     shift = pts if self.frames.start > 0 and not self.segment else 0

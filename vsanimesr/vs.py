@@ -21,8 +21,8 @@ Levels and tags (VapourSynth's resizers and vsjetpack agree on these):
 * ``_Matrix``, ``_ChromaLocation``, ``_Transfer`` and ``_Primaries`` come from the arguments, else frame 0, else:
   matrix BT.709 for HD (width >= 1280 or height >= 720), BT.601 otherwise (``170m``; ``470bg`` for 576 lines); chroma
   location left; transfer and primaries the matrix's family for YUV/GRAY input (for RGB input only known values are
-  written). They drive the conversions and are written to the output: the matrix to YUV and GRAY output, the chroma
-  location to YUV output. The network works on the gamma-encoded values it was trained on, so nothing is linearised.
+  written). They drive the conversions and are written to YUV and GRAY output (the chroma location when known or
+  subsampled). The network works on the gamma-encoded values it was trained on, so nothing is linearised.
 """
 
 from __future__ import annotations
@@ -388,7 +388,7 @@ def upscale(
         out = core.resize.Spline36(up, format=out_fmt.id, matrix=c.matrix, range=c.range_out,
                                    dither_type=dither_type, **loc)
     tags = {"_Transfer": c.transfer, "_Primaries": c.primaries}
-    if out_fmt.color_family == vs.YUV:
+    if out_fmt.color_family != vs.RGB:  # kept on GRAY too (as core.resize and vstools keep it there)
         tags["_ChromaLocation"] = c.chromaloc
     tags = {k: v for k, v in tags.items() if v is not None}
     return core.std.SetFrameProps(out, **tags) if tags else out

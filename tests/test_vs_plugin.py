@@ -205,6 +205,31 @@ def test_frame_props_carried_and_outscale(vs_core, upscale, reference):
     assert p["_SARNum"] * 31 * 16 == p["_SARDen"] * 24 * 21  # display aspect ratio kept
 
 
+@pytest.mark.parametrize(
+    "kwargs",
+    [
+        dict(format=vs.YUV420P10),
+        dict(format=vs.GRAY8, matrix=6, range=int(vs.RANGE_FULL)),
+        dict(format=vs.RGB24, outscale=1.3),
+        dict(format=vs.YUV444PS, transfer=16, primaries=9),
+    ],
+    ids=["yuv420p10", "gray8-full", "rgb24-outscale", "yuv444ps-tags"],
+)
+def test_both_implementations_write_the_same_output_formats(core, kwargs):
+    """The output arguments work the same on the pure-Python filter: frames bit for bit, the same properties."""
+    from vsanimesr.vs import upscale_rgb
+
+    clip = core.std.SetFrameProps(clip_from(core, smooth_frames(4)), _SARNum=1, _SARDen=1, Custom=3)
+    a, b = (upscale_rgb(clip, model="v2", device="cpu", implementation=impl, **SETTINGS, **kwargs)
+            for impl in IMPLEMENTATIONS)
+    assert (a.format.id, a.width, a.height) == (b.format.id, b.width, b.height)
+    for n in (3, 1):
+        fa, fb = a.get_frame(n), b.get_frame(n)
+        for p in range(fa.format.num_planes):
+            np.testing.assert_array_equal(np.asarray(fa[p]), np.asarray(fb[p]))
+        assert dict(fa.props) == dict(fb.props)
+
+
 def test_rgbh_in_rgbh_out(vs_core, upscale, reference):
     up = upscale(clip_from(vs_core, smooth_frames(), vs.RGBH), model="v2", device="cpu", **SETTINGS)
     assert up.format.id == vs.RGBH

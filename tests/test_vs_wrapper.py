@@ -208,11 +208,12 @@ except vs.Error as e:
 
 
 def _source_tree(dst: Path) -> Path:
-    """What an sdist holds (pyproject, setup.py, README, the package), without build outputs of earlier builds."""
+    """What an sdist holds (pyproject, setup.py, README, the packages), without build outputs of earlier builds."""
     dst.mkdir()
     for name in ("pyproject.toml", "setup.py", "README.md"):
         shutil.copy2(REPO / name, dst / name)
-    shutil.copytree(REPO / "vsanimesr", dst / "vsanimesr", ignore=shutil.ignore_patterns("__pycache__", "*.so"))
+    for package in ("vsanimesr", "animesr_tools", "training"):
+        shutil.copytree(REPO / package, dst / package, ignore=shutil.ignore_patterns("__pycache__", "*.so"))
     return dst
 
 

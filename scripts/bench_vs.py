@@ -1,17 +1,24 @@
-"""Frames/s through ``core.animesr.Upscale`` under vspipe vs the engine's bare loop on the same frames.
+"""The VapourSynth filter's two implementations side by side under vspipe, and the engine's bare loop.
 
-    python scripts/bench_vs.py [--frames 24] [--crop 160x96] [--device cpu] [--threads 2]
+    python scripts/bench_vs.py [--frames 60] [--crop 160x96] [--device cpu] [--threads 2] [--rounds 3]
+                               [--implementations native,python] [--reset-interval 48] [--warmup 4]
 
-Both runs use the same frames (a centre crop of the demo clip, or synthetic frames when it is absent), the same
-engine settings and the same torch thread count, so the ratio measures what the VapourSynth route costs.
-vspipe's own timer starts after the script (and the engine) is built, as the bare loop's does.
+Every run uses the same frames (a centre crop of the demo clip, or synthetic frames when it is absent), the same
+engine settings and the same torch thread count; the variants alternate within each round (the order rotates), so a
+busy shared machine slows all of them alike. Per implementation it prints frames/s (vspipe's own timer, which starts
+after the script and the engine are built, as the bare loop's does), the vspipe process's peak RSS, the source frames
+computed per output frame (the source script counts its calls) and the frame requests per output frame of the
+pure-Python filter (one per shifted clip; the native filter requests only the frames its ring does not hold, one per
+frame in a sequential render). "python / native" is the median of the per-round ratios.
 """
 
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import os
 import re
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -24,7 +31,18 @@ from animesr_tools.vsbench import BARE, VPY
 REPO = Path(__file__).resolve().parents[1]
 DEMO = REPO.parent / "shared" / "data" / "onepiece_demo.mp4"
 
-
+def cpu_description() -> str:
+    """CPU model and the flags that decide convolution speed (from /proc/cpuinfo where it exists)."""
+    model, flags = "unknown CPU", []
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name") and model == "unknown CPU":
+                model = line.split(":", 1)[1].strip()
+            elif line.startswith("flags") and not flags:
+                flags = [f for f in line.split(":", 1)[1].split() if f.startswith(("avx", "amx", "fma"))]
+    except OSError:
+        pass
+    return f"{model}, {os.cpu_count()} logical cores, flags: {' '.join(flags) or 'unknown'}"
 
 
 def load_frames(n: int, w: int, h: int) -> np.ndarray:
@@ -36,10 +54,43 @@ def load_frames(n: int, w: int, h: int) -> np.ndarray:
         clip = core.bs.VideoSource(str(DEMO))
         clip = core.std.CropAbs(clip, width=w, height=h, left=(clip.width - w) // 4 * 2, top=(clip.height - h) // 4 * 2)
         clip = core.resize.Bicubic(clip, format=vs.RGBS, matrix_in_s="170m")
-        return np.stack([np.stack([np.asarray(f[p]) for p in range(3)]) for f in clip.frames(close=True)][:n])
+        frames = np.stack([np.stack([np.asarray(f[p]) for p in range(3)]) for f in clip.frames(close=True)][:n])
+        if len(frames) >= n:
+            return frames
     rng = np.random.default_rng(0)
     base = rng.random((3, h, w), dtype=np.float32)
     return np.stack([np.roll(base, t, axis=2) for t in range(n)])
+
+
+def run_vspipe(tmp: Path, implementation: str, fmt: dict[str, str], env: dict[str, str]) -> tuple[float, float, int]:
+    """(frames/s, peak RSS in MiB, source frames computed) of one vspipe run."""
+    bench = _benchmark_module()
+
+    count = tmp / f"count_{implementation}"
+    count.unlink(missing_ok=True)
+    script = tmp / f"bench_{implementation}.vpy"
+    script.write_text(VPY.format(**fmt, implementation=implementation, count=str(count)))
+    vspipe = Path(sys.executable).with_name("vspipe")
+    with tempfile.TemporaryFile("w+") as err:
+        proc = subprocess.Popen([str(vspipe if vspipe.exists() else "vspipe"), "-p", str(script), "."],
+                                stdout=subprocess.DEVNULL, stderr=err, text=True, env=env)
+        with bench.RssSampler(proc.pid, 0.02, tree=True) as s:
+            rc = proc.wait()
+        err.seek(0)
+        text = err.read()
+    m = re.search(r"Output (\d+) frames in ([\d.]+) seconds \(([\d.]+) fps\)", text)
+    if rc != 0 or not m:
+        raise RuntimeError(f"vspipe ({implementation}) failed:\n{text[-3000:]}")
+    return float(m.group(3)), s.peak / bench.MIB, count.stat().st_size
+
+
+def _benchmark_module():  # noqa: ANN202 - a module
+    """scripts/benchmark.py (its RSS sampler), loaded by path: scripts are not a package."""
+    spec = importlib.util.spec_from_file_location("benchmark_script", Path(__file__).with_name("benchmark.py"))
+    mod = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = mod  # dataclasses look their module up there
+    spec.loader.exec_module(mod)
+    return mod
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -49,38 +100,78 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--model", default="v2")
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--threads", type=int, default=min(2, os.cpu_count() or 1))
+    ap.add_argument("--rounds", type=int, default=1)
+    ap.add_argument("--implementations", default="native,python", help="comma-separated: native, python")
+    ap.add_argument("--reset-interval", type=int, default=None, help="the filter's reset_interval (default: its own)")
+    ap.add_argument("--warmup", type=int, default=None, help="the filter's warmup (default: its own)")
+    ap.add_argument("--no-bare", action="store_true", help="leave out the engine's bare loop")
     args = ap.parse_args(argv)
     w, h = (int(v) for v in args.crop.lower().split("x"))
+    impls = [i for i in args.implementations.split(",") if i]
+    if any(i not in ("native", "python") for i in impls) or args.rounds < 1:
+        ap.error("--implementations takes native and/or python; --rounds must be >= 1")
 
     import torch
 
+    from vsanimesr.options import Options
+    from vsanimesr.vs import window_offsets
+
     torch.set_num_threads(args.threads)
+    settings = {k: v for k, v in (("reset_interval", args.reset_interval), ("warmup", args.warmup)) if v is not None}
+    extra = "".join(f", {k}={v}" for k, v in settings.items())
+    first, last, _ = window_offsets(Options(**settings))
     frames = load_frames(args.frames, w, h)
     n = len(frames)
+    fps: dict[str, list[float]] = {v: [] for v in [*impls, *([] if args.no_bare else ["bare"])]}
+    rss: dict[str, float] = {}
+    computed: dict[str, int] = {}
     with tempfile.TemporaryDirectory() as tmp:
         npy = Path(tmp) / "frames.npy"
         np.save(npy, frames)
-        fmt = dict(threads=args.threads, npy=str(npy), model=args.model, device=args.device)
-        script = Path(tmp) / "bench.vpy"
-        script.write_text(VPY.format(**fmt, extra=""))
+        fmt = dict(threads=args.threads, npy=str(npy), model=args.model, device=args.device, extra=extra)
         bare = Path(tmp) / "bare.py"
         bare.write_text(BARE.format(**fmt))
-        vspipe = Path(sys.executable).with_name("vspipe")
         env = dict(os.environ, PYTHONPATH=str(REPO))
-        # Both runs are fresh processes with the same settings, run back to back.
-        proc = subprocess.run([str(vspipe), "-p", str(script), "."], capture_output=True, text=True, env=env)
-        ref = subprocess.run([sys.executable, str(bare)], capture_output=True, text=True, env=env)
-    m = re.search(r"Output (\d+) frames in ([\d.]+) seconds \(([\d.]+) fps\)", proc.stderr)
-    b = re.search(r"BARE_FPS ([\d.]+)", ref.stdout)
-    if proc.returncode != 0 or ref.returncode != 0 or not m or not b:
-        print(proc.stderr[-3000:], ref.stderr[-3000:])
-        return 1
-    vs_fps, bare_fps = float(m.group(3)), float(b.group(1))
-    print(f"{n} frames of {w}x{h} -> {4 * w}x{4 * h}, model {args.model}, device {args.device}, "
-          f"{args.threads} torch threads")
-    print(f"vspipe core.animesr.Upscale : {vs_fps:8.3f} frames/s")
-    print(f"engine bare loop            : {bare_fps:8.3f} frames/s")
-    print(f"ratio (vspipe / bare)       : {vs_fps / bare_fps:8.3f}   (target >= 0.95 on CPU)")
+        env.pop("VSANIMESR_IMPLEMENTATION", None)
+        order = list(fps)
+        for r in range(args.rounds):
+            for v in order[r % len(order):] + order[: r % len(order)]:
+                if v == "bare":
+                    ref = subprocess.run([sys.executable, str(bare)], capture_output=True, text=True, env=env)
+                    b = re.search(r"BARE_FPS ([\d.]+)", ref.stdout)
+                    if ref.returncode != 0 or not b:
+                        print(ref.stderr[-3000:])
+                        return 1
+                    fps[v].append(float(b.group(1)))
+                else:
+                    f, mem, count = run_vspipe(Path(tmp), v, fmt, env)
+                    fps[v].append(f)
+                    rss[v], computed[v] = max(rss.get(v, 0.0), mem), count
+                print(f"  round {r + 1}/{args.rounds} {v}: {fps[v][-1]:.3f} frames/s", file=sys.stderr)
+
+    opts = Options(**settings)
+    print(f"machine: {cpu_description()}; torch {torch.__version__}, {args.threads} threads, device {args.device}")
+    print(f"{n} frames of {w}x{h} -> {4 * w}x{4 * h}, model {args.model}, reset_interval={opts.reset_interval}, "
+          f"warmup={opts.warmup}, {args.rounds} round(s); frames/s best (median)")
+    requests = {"native": "frames not in its ring", "python": f"{last - first + 1} (one per shifted clip)"}
+    print("| variant | frames/s | peak RSS (MiB) | source frames computed per output frame | frame requests per "
+          "output frame |")
+    print("|---|---|---|---|---|")
+    names = {"native": "vspipe, native filter", "python": "vspipe, pure-Python filter", "bare": "engine bare loop"}
+    for v, values in fps.items():
+        cells = [f"{max(values):.3f} ({statistics.median(values):.3f})"]
+        if v == "bare":
+            cells += ["-", "-", "-"]
+        else:
+            cells += [f"{rss[v]:.0f}", f"{computed[v] / n:.2f}", requests[v]]
+        print(f"| {names[v]} | " + " | ".join(cells) + " |")
+    if "native" in fps and "python" in fps:
+        ratios = [p / q for p, q in zip(fps["python"], fps["native"], strict=True)]
+        print(f"python / native: {statistics.median(ratios):.3f} (median of {len(ratios)} round(s); best / best "
+              f"{max(fps['python']) / max(fps['native']):.3f}; target >= 0.95 on the CPU)")
+    if "bare" in fps:
+        for v in impls:
+            print(f"{names[v]} / engine bare loop: {max(fps[v]) / max(fps['bare']):.3f} (best / best)")
     return 0
 
 

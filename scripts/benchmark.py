@@ -26,6 +26,7 @@ Rows, per device and low-resolution size (WxH):
     engine-openvino-bf16  engine with backend="openvino", bf16=True (CPU only)
     (rows asking for bf16 note the precision the engine chose: on CPUs without AVX512-BF16/AMX it is fp32)
     vspipe      core.animesr.Upscale under vspipe, fed RGBS frames from a script (vspipe's own timer)
+    vspipe-python   the same through the pure-Python filter (vsanimesr.vs.upscale_rgb, implementation="python")
     cli         `animesr frames` on a folder of PNGs (PNG decode/encode included, engine start-up excluded)
     vspipe-fp16, cli-fp16   the same with fp16=1 / --fp16 (CUDA only)
     vspipe-yuv, vspipe-yuv-fp16  vspipe with format=vs.YUV420P10: the encoder's input, converted on the device
@@ -62,12 +63,12 @@ REPO = Path(__file__).resolve().parents[1]
 
 ALL_VARIANTS = ("net", "net-cl", "net-bf16", "net-fp16", "net-tf32", "net-trt", "net-trt-fp16", "net-openvino",
                 "net-onnxruntime", "engine", "engine-nchw", "engine-compile", "engine-bf16", "engine-fp16",
-                "engine-tf32", "engine-trt-fp16", "engine-openvino", "engine-openvino-bf16", "vspipe", "vspipe-fp16",
-                "vspipe-yuv", "vspipe-yuv-fp16", "cli", "cli-fp16")  # fmt: skip
+                "engine-tf32", "engine-trt-fp16", "engine-openvino", "engine-openvino-bf16", "vspipe", "vspipe-python",
+                "vspipe-fp16", "vspipe-yuv", "vspipe-yuv-fp16", "cli", "cli-fp16")  # fmt: skip
 CUDA_ONLY = ("net-fp16", "net-tf32", "net-trt", "net-trt-fp16", "engine-fp16", "engine-tf32", "engine-trt-fp16",
              "vspipe-fp16", "vspipe-yuv-fp16", "cli-fp16")
 CPU_ONLY = ("net-openvino", "net-onnxruntime", "engine-openvino", "engine-openvino-bf16")
-SUBPROCESS = ("vspipe", "vspipe-fp16", "vspipe-yuv", "vspipe-yuv-fp16", "cli", "cli-fp16")
+SUBPROCESS = ("vspipe", "vspipe-python", "vspipe-fp16", "vspipe-yuv", "vspipe-yuv-fp16", "cli", "cli-fp16")
 MIB = 1 << 20
 
 
@@ -275,17 +276,19 @@ def _run_child(cmd: list[str], env: dict[str, str]) -> tuple[subprocess.Complete
 
 
 def run_vspipe(workdir: Path, frames: np.ndarray, *, device: str, fp16: bool, model: str, threads: int,
-               env: dict[str, str], yuv: bool = False) -> tuple[float, float]:  # fmt: skip
+               env: dict[str, str], yuv: bool = False,
+               implementation: str = "native") -> tuple[float, float]:  # fmt: skip
     """frames/s of core.animesr.Upscale under vspipe (its own timer) and the child's peak RSS (MiB); ``yuv``:
-    YUV420P10 output (converted on the engine's device)."""
+    YUV420P10 output (converted on the engine's device); ``implementation``: the native or the pure-Python filter."""
     npy = workdir / "frames_planar.npy"
     if not npy.exists():
         np.save(npy, np.ascontiguousarray(frames.transpose(0, 3, 1, 2), dtype=np.float32) / 255.0)
-    script = workdir / f"bench_{device.replace(':', '_')}_{int(fp16)}_{int(yuv)}.vpy"
+    script = workdir / f"bench_{device.replace(':', '_')}_{int(fp16)}_{int(yuv)}_{implementation}.vpy"
     extra = (", fp16=1" if fp16 else "") + (", format=vs.YUV420P10" if yuv else "")
     from animesr_tools.vsbench import VPY  # the same source script: frames from a .npy, so no decoder cost
 
-    script.write_text(VPY.format(threads=threads, npy=str(npy), model=model, device=device, extra=extra))
+    script.write_text(VPY.format(threads=threads, npy=str(npy), model=model, device=device, extra=extra,
+                                 implementation=implementation, count=""))
     vspipe = Path(sys.executable).with_name("vspipe")
     proc, peak = _run_child([str(vspipe if vspipe.exists() else "vspipe"), "-p", str(script), "."], env)
     m = re.search(r"Output (\d+) frames in ([\d.]+) seconds \(([\d.]+) fps\)", proc.stderr)
@@ -413,7 +416,9 @@ def benchmark(
                         try:
                             if v in SUBPROCESS:
                                 if v.startswith("vspipe"):
-                                    fn = functools.partial(run_vspipe, yuv=v.startswith("vspipe-yuv"))
+                                    fn = functools.partial(run_vspipe, yuv=v.startswith("vspipe-yuv"),
+                                                           implementation="python" if v == "vspipe-python"
+                                                           else "native")
                                 else:
                                     fn = run_cli
                                 fps, mem = fn(Path(tmp), clip, device=device, fp16=v.endswith("fp16"), model=model,

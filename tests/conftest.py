@@ -129,6 +129,12 @@ def core():  # noqa: ANN201 - vapoursynth is imported lazily
     return c
 
 
+@pytest.fixture(scope="module")
+def vs_core():  # noqa: ANN201 - vapoursynth is imported lazily
+    """The VapourSynth core, with or without the native plugin (for the pure-Python filter and plain VapourSynth)."""
+    return pytest.importorskip("vapoursynth").core
+
+
 @pytest.fixture(scope="session")
 def weights_v1() -> Path:
     from vsanimesr.weights import fetch

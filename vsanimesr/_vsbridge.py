@@ -1,9 +1,15 @@
-"""The Python side of the native ``core.animesr.Upscale`` filter (vsanimesr/_plugin/animesr.c).
+"""The engine side of ``core.animesr.Upscale``, shared by its two hosts.
 
-The C filter owns frame requests and the VapourSynth frames; this module owns the engine. It is called with the GIL
-held from VapourSynth's worker threads, so it never requests frames and never raises into C: :func:`create` and
-:meth:`Bridge.process` return an error *string* (starting with ``animesr.Upscale:``) instead, which the filter turns
-into a graph-build error or that frame's error.
+* The native filter (vsanimesr/_plugin/animesr.c) owns frame requests and the VapourSynth frames, and calls
+  :func:`create`, :meth:`Bridge.window` and :meth:`Bridge.process`.
+* The pure-Python filter (:func:`vsanimesr.vs.upscale_rgb` without the plugin) feeds the same :class:`Bridge` from
+  ``std.ModifyFrame`` through :meth:`Bridge.render`.
+
+Everything a graph build decides (the clip checks, the options, device, fp16 default, output format, sizes and frame
+properties) is decided here once, so both hosts accept the same arguments and fail with the same
+``animesr.Upscale:`` messages. It is called with the GIL held from VapourSynth's worker threads, so it never requests
+frames and never raises into C: :func:`create` and :meth:`Bridge.process` return an error *string* (starting with
+``animesr.Upscale:``) instead, which the host turns into a graph-build error or that frame's error.
 
 Users do not import this module; see :func:`vsanimesr.vs.upscale` and ``core.animesr.Upscale``.
 """
@@ -15,17 +21,26 @@ import logging
 import threading
 import traceback
 from dataclasses import dataclass
+from fractions import Fraction
 from typing import Any, Protocol
 
 import numpy as np
 
-__all__ = ["Bridge", "Output", "create", "resolve_output"]
+__all__ = ["HOSTS", "Bridge", "Output", "check_clip", "create", "resolve_output"]
 
 log = logging.getLogger("vsanimesr.vs")
 
 PREFIX = "animesr.Upscale: "
 OUTPUT_CACHE_BYTES = 512 << 20
-"""Memory for the engine's cache of recent outputs (see :meth:`Bridge.process`); 2 to 16 frames."""
+"""Memory for the engine's cache of recent outputs (see :meth:`Bridge.render`); 2 to 16 frames."""
+INPUT_FORMATS = ("RGBS", "RGBH")
+MAX_SIDE = 0x7FFFFFFF // 64
+"""Largest input width/height: the output size (and the C filter's plane arithmetic) must stay within an int."""
+HOSTS = {
+    "native": "native filter",
+    "python": "pure-Python filter (std.ModifyFrame)",
+}
+"""Who drives a :class:`Bridge` (named in the start log line)."""
 
 
 class Window(Protocol):
@@ -48,24 +63,43 @@ def create(**kwargs: Any) -> Bridge | str:
         return PREFIX + _message(e)
 
 
-class Bridge:
-    """One ``Upscale`` instance: the engine, this clip's session, and the entry points for the C filter.
+def check_clip(width: int, height: int, format: str | None) -> None:  # noqa: A002 - VapourSynth's name
+    """The input clip's constraints (``format`` is the format's name, None for a variable format; a variable frame
+    size is 0x0); a ValueError says what is wrong, without the ``animesr.Upscale:`` prefix."""
+    if format is None:
+        raise ValueError("clip: variable format is not supported (need constant RGBS or RGBH)")
+    if width <= 0 or height <= 0:
+        raise ValueError(f"clip: variable frame size is not supported (format {format})")
+    if format not in INPUT_FORMATS:
+        raise ValueError(f"clip: format {format} is not supported (need RGBS or RGBH; vsanimesr.upscale() converts "
+                         "YUV, GRAY and integer RGB)")
+    if width > MAX_SIDE or height > MAX_SIDE:
+        raise ValueError(f"clip: frame size {width}x{height} is too large")
 
-    ``width``, ``height``, ``num_frames`` and ``format`` describe the source clip; every other keyword is an
-    :class:`~vsanimesr.options.Options` field, passed by the C filter exactly as the user gave it.
+
+class Bridge:
+    """One ``Upscale`` instance: the engine, this clip's session, and the entry points for its host.
+
+    ``width``, ``height``, ``num_frames`` and ``format`` describe the source clip (see :func:`check_clip`);
+    ``output`` holds the output arguments (:class:`~vsanimesr.options.OutputArgs`); ``host`` says who drives it (a
+    key of :data:`HOSTS`); every other keyword is an :class:`~vsanimesr.options.Options` field, passed exactly as the
+    user gave it.
+
+    What a host needs to build its node: ``out_width`` x ``out_height`` frames of format ``out_format_id``, tagged
+    with ``frame_props`` (and :meth:`sample_aspect_ratio`), written by :meth:`process` / :meth:`render`.
     """
 
     def __init__(
-        self, *, width: int, height: int, num_frames: int, format: str,  # noqa: A002
-        output: dict[str, Any] | None = None, **options: Any,
+        self, *, width: int, height: int, num_frames: int, format: str | None,  # noqa: A002
+        output: dict[str, Any] | None = None, host: str = "native", **options: Any,
     ) -> None:
         from vsanimesr.engine import AnimeSR, resolve_device
         from vsanimesr.options import OptionError, Options
         from vsanimesr.staging import PlaneWriter
 
-        if format not in ("RGBS", "RGBH"):
-            raise OptionError("clip", format, "format is not supported (need RGBS or RGBH; vsanimesr.upscale() "
-                              "converts YUV, GRAY and integer RGB)")
+        check_clip(width, height, format)
+        if host not in HOSTS:
+            raise ValueError(f"host={host!r}: must be one of {', '.join(HOSTS)}")
         opts = Options.from_args(options)
         self.output = resolve_output(output or {}, format)
         dev = resolve_device(opts.device)
@@ -76,7 +110,9 @@ class Bridge:
             output_cache=min(16, max(2, OUTPUT_CACHE_BYTES // (3 * 16 * width * height * 4))),
         )
         self.device = dev
+        self.host = host
         self.num_frames = num_frames
+        self.in_width, self.in_height = width, height
         scale = self.sr.scale
         self.native_width, self.native_height = scale * width, scale * height
         """The model's output size (the engine's frames, before the ``outscale`` resize)."""
@@ -101,8 +137,8 @@ class Bridge:
         self.session = self.sr.open(self._source_frame, num_frames, self._scene_change)
         self._lock = threading.Lock()
         self._cuda = torch_cuda_device(dev)
-        log.info("animesr.Upscale: %dx%d %s, %d frames -> %dx%d %s; %s", width, height, format, num_frames,
-                 self.out_width, self.out_height, self.output.describe(), self.sr.describe())
+        log.info("animesr.Upscale: %dx%d %s, %d frames -> %dx%d %s; %s; %s", width, height, format, num_frames,
+                 self.out_width, self.out_height, self.output.describe(), HOSTS[host], self.sr.describe())
 
     @property
     def steps(self) -> int:
@@ -113,11 +149,31 @@ class Bridge:
         """The source frames the C filter must hand over for output frame ``n`` (the engine's one definition)."""
         return self.session.window(n)
 
+    def sample_aspect_ratio(self, num: int, den: int) -> tuple[int, int]:
+        """A source frame's ``_SARNum``/``_SARDen`` for the output frame: the display aspect ratio is kept when
+        ``outscale`` rounding makes the scale uneven, as core.resize does (SAR * in_w * out_h / (out_w * in_h))."""
+        factor = Fraction(self.in_width * self.out_height, self.out_width * self.in_height)
+        if factor == 1 or num <= 0 or den <= 0:
+            return num, den
+        sar = Fraction(num, den) * factor
+        return sar.numerator, sar.denominator
+
     def process(
         self, n: int, window: Window, planes: tuple[memoryview, ...], strides: tuple[int, ...]
     ) -> str | None:
-        """Write output frame ``n`` into ``planes`` (the new frame's writable planes, rows ``strides[i]`` bytes
-        apart); return None, or an error message.
+        """The C filter's entry point: :meth:`render` into ``planes`` (the new frame's writable planes as flat
+        memoryviews, rows ``strides[i]`` bytes apart)."""
+        try:
+            item = self.writer.dtype.itemsize
+            dst = [np.ndarray(shape, self.writer.dtype, buffer=p, strides=(stride, item))
+                   for p, shape, stride in zip(planes, self.writer.plane_shapes, strides, strict=True)]
+        except Exception as e:
+            return f"{PREFIX}frame {n}: {type(e).__name__}: {_message(e)}"
+        return self.render(n, window, dst)
+
+    def render(self, n: int, window: Window, dst: list[np.ndarray]) -> str | None:
+        """Write output frame ``n`` into ``dst`` (the output frame's planes as arrays, rows may be padded); return
+        None, or an error message.
 
         The frame is converted to the output format on the engine's device and copied to the host once. On CUDA
         only the network step, the conversion and queueing the copy (to pinned memory, on a side stream) hold the
@@ -127,9 +183,6 @@ class Bridge:
         (sized from :data:`OUTPUT_CACHE_BYTES`) absorbs that, so a sequential render costs one step per frame.
         """
         try:
-            item = self.writer.dtype.itemsize
-            dst = [np.ndarray(shape, self.writer.dtype, buffer=p, strides=(stride, item))
-                   for p, shape, stride in zip(planes, self.writer.plane_shapes, strides, strict=True)]
             self.writer.check(dst)
             with self._lock:
                 try:

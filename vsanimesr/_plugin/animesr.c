@@ -620,7 +620,8 @@ static int add_option(PyObject *kw, const VSMap *in, const char *name, char type
 
 /* Builds the keyword arguments for _vsbridge.create; unset optional arguments are left out. */
 static PyObject *bridge_kwargs(const VSMap *in, const VSVideoInfo *vi, const char *fmt_name, const VSAPI *vsapi) {
-    PyObject *kw = Py_BuildValue("{s:i,s:i,s:i,s:s}", "width", vi->width, "height", vi->height, "num_frames",
+    /* fmt_name NULL (a variable format) becomes None */
+    PyObject *kw = Py_BuildValue("{s:i,s:i,s:i,s:z}", "width", vi->width, "height", vi->height, "num_frames",
                                  vi->numFrames, "format", fmt_name);
     PyObject *output = kw ? PyDict_New() : NULL; /* the output arguments (format there is the output's) */
     if (!output || PyDict_SetItemString(kw, "output", output) != 0)
@@ -728,29 +729,13 @@ static void VS_CC upscale_create(const VSMap *in, VSMap *out, void *user_data, V
     g_vsapi = vsapi;
     VSNode *node = vsapi->mapGetNode(in, "clip", 0, NULL);
     const VSVideoInfo *vi = vsapi->getVideoInfo(node);
-    char fmt_name[32] = "variable";
+    /* The clip's constraints (RGBS/RGBH, constant format and size, size limits) are checked by the bridge
+     * (_vsbridge.check_clip), which the pure-Python filter shares, so both report the same errors. */
+    char fmt_name[32] = "";
     if (vi->format.colorFamily != cfUndefined)
         vsapi->getVideoFormatName(&vi->format, fmt_name);
-    if (vi->format.colorFamily == cfUndefined) {
-        snprintf(err, sizeof err, ERR_PREFIX "clip: variable format is not supported (need constant RGBS or RGBH)");
-    } else if (vi->width <= 0 || vi->height <= 0) {
-        snprintf(err, sizeof err, ERR_PREFIX "clip: variable frame size is not supported (format %s)", fmt_name);
-    } else if (vi->format.colorFamily != cfRGB || vi->format.sampleType != stFloat ||
-               (vi->format.bitsPerSample != 32 && vi->format.bitsPerSample != 16)) {
-        snprintf(err, sizeof err,
-                 ERR_PREFIX "clip: format %s is not supported (need RGBS or RGBH; vsanimesr.upscale() converts "
-                            "YUV, GRAY and integer RGB)",
-                 fmt_name);
-    } else if ((int64_t)vi->width > 0x7fffffff / 64 || (int64_t)vi->height > 0x7fffffff / 64) {
-        snprintf(err, sizeof err, ERR_PREFIX "clip: frame size %dx%d is too large", vi->width, vi->height);
-    }
-    if (err[0]) {
-        vsapi->mapSetError(out, err);
-        vsapi->freeNode(node);
-        return;
-    }
 
-    PyObject *bridge = make_bridge(in, vi, fmt_name, vsapi, err, sizeof err);
+    PyObject *bridge = make_bridge(in, vi, fmt_name[0] ? fmt_name : NULL, vsapi, err, sizeof err);
     int ring_cap = 0, out_w = 0, out_h = 0, out_format = 0, num_props = 0;
     FrameProp *props = NULL;
     if (bridge) {

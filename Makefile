@@ -25,13 +25,19 @@ bootstrap:
 demo: bootstrap
 	$(PY) scripts/demo.py --out "$(OUT)" $(if $(INPUT),--input "$(INPUT)") $(if $(FRAMES),--frames "$(FRAMES)")
 
+# tests/test_distributed.py drives Ray from the test process, so it gets a process of its own: after the rest of the
+# suite had run in the same process (torch/OpenMP threads, forked and spawned workers) Ray's driver died of SIGSEGV.
+ISOLATED := tests/test_distributed.py
+
 test:
 	@bash scripts/bootstrap.sh --test-deps
-	$(PY) -m pytest $(PYTEST_ARGS)
+	$(PY) -m pytest --ignore=$(ISOLATED) $(PYTEST_ARGS) || [ $$? -eq 5 ]  # 5: PYTEST_ARGS selected none here
+	$(PY) -m pytest $(ISOLATED) $(PYTEST_ARGS) || [ $$? -eq 5 ]
 
 test-fast:
 	@bash scripts/bootstrap.sh --test-deps
-	$(PY) -m pytest -m "not slow" $(PYTEST_ARGS)
+	$(PY) -m pytest -m "not slow" --ignore=$(ISOLATED) $(PYTEST_ARGS) || [ $$? -eq 5 ]
+	$(PY) -m pytest -m "not slow" $(ISOLATED) $(PYTEST_ARGS) || [ $$? -eq 5 ]
 
 clean:
 	rm -rf "$(OUT)" build .pytest_cache

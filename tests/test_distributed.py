@@ -10,9 +10,12 @@ Ray runs locally, on the loopback interface, started and stopped by the tests (b
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
+import subprocess
+import sys
 import threading
 import time
 from fractions import Fraction
@@ -23,7 +26,7 @@ import numpy as np
 import pytest
 import torch
 
-from vsanimesr.distributed import ChunkError, WorkDirError, index_video, plan_chunks, upscale_video
+from vsanimesr.distributed import ChunkError, index_video, plan_chunks, upscale_video
 from vsanimesr.options import Options
 from vsanimesr.video import Encoding, FrameRange
 
@@ -205,34 +208,79 @@ def test_failing_chunk_names_its_frames_keeps_the_others_and_resumes(clip, ray_l
     assert_same_video(tmp_path / "out.mkv", want)
 
 
+# ---------------------------------------------------------------------------------------------- the command line
+
+REPO = Path(__file__).resolve().parents[1]
+ENGINE_FLAGS = ["--warmup", "2", "--device", "cpu", "--threads", "1", "--codec", "ffv1", "--reset-interval", "4"]
+
+
+def animesr(*args: str, **kw) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    return subprocess.run([sys.executable, "-m", "vsanimesr.cli", "upscale", *args], capture_output=True, text=True,
+                          env=env, timeout=600, **kw)
+
+
 @pytest.mark.slow
-def test_interrupted_run_resumes_to_the_same_output(clip, reference, ray_local, tmp_path):
-    """Ctrl-C in the driver (here: raised from the progress callback) cancels the running chunks and keeps the
-    finished ones; other settings or another input in that work dir are refused before any work; the same call then
-    does only the rest."""
+def test_cli_workers_give_the_single_process_output(clip, tmp_path):
+    """``animesr upscale --workers 2`` (a local Ray instance started and stopped by the command) and the plain
+    single-process command, both lossless: the same frames bit for bit, the same count and timestamps, the audio."""
+    one = animesr(str(clip), str(tmp_path / "one.mkv"), *ENGINE_FLAGS)
+    assert one.returncode == 0, one.stderr
+    two = animesr(str(clip), str(tmp_path / "two.mkv"), *ENGINE_FLAGS, "--workers", "2", "--chunk-frames", str(CHUNK))
+    assert two.returncode == 0, two.stderr
+    assert "chunks of about 8 frames on 2 local Ray workers" in two.stderr
+    assert f"{N}/{N}" in two.stderr.replace("\r", "\n").splitlines()[-2]  # one bar over all frames, to the end
+    assert two.stderr.splitlines()[-1].startswith(f"animesr upscale: wrote {N} frames to ")
+    assert not list(tmp_path.glob(".*chunks"))  # the default work dir is gone after success
+    assert_same_video(tmp_path / "two.mkv", tmp_path / "one.mkv")
+
+
+@pytest.mark.slow
+def test_cli_ctrl_c_keeps_chunks_resume_skips_them(clip, reference, ray_local, tmp_path):
+    """On a running cluster (``--address``, this module's Ray instance): Ctrl-C after some chunks exits 130 and keeps
+    them; other settings or another input in that work dir are refused before any work; the same command then
+    redoes only the rest (finished segments untouched) and gives one run's output."""
+    address = ray_local.get_runtime_context().gcs_address
     work = tmp_path / "work"
-    seen = []
+    cmd = [str(clip), str(tmp_path / "out.mkv"), *ENGINE_FLAGS, "--address", address, "--chunk-frames", str(CHUNK),
+           "--work-dir", str(work)]
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    proc = subprocess.Popen([sys.executable, "-m", "vsanimesr.cli", "upscale", *cmd], env=env, text=True,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    deadline = time.monotonic() + 300
+    done: dict = {}
+    while time.monotonic() < deadline and proc.poll() is None:
+        if (work / "manifest.json").exists():
+            with contextlib.suppress(ValueError):
+                done = json.loads((work / "manifest.json").read_text())["done"]
+            if len(done) >= 2:
+                break
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 130, err
+    kept = json.loads((work / "manifest.json").read_text())["done"]
+    assert 2 <= len(kept) < 5, err
+    assert f"interrupted: {len(kept)} of 5 chunks are finished and kept in {work}" in err
+    assert not (tmp_path / "out.mkv").exists()
+    # The recorded chunks (a segment finished after the driver's last record is not trusted and is redone).
+    stamps = {p.name: p.stat().st_mtime_ns for p in (work / "segments").glob("chunk_*")
+              if str(int(p.stem.removeprefix("chunk_"))) in kept}
+    assert len(stamps) == len(kept)
 
-    def progress(total):
-        def tick():
-            seen.append(1)
-            if len(seen) >= 12:  # more than one chunk done
-                raise KeyboardInterrupt
-        return tick
+    other = animesr(*cmd, "--reset-interval", "8")  # the last one given counts
+    assert other.returncode == 1
+    assert other.stderr.strip().splitlines()[-1].startswith(
+        f"animesr upscale: error: work dir {str(work)!r} holds another job (differs in: option.reset_interval 4 -> 8")
+    moved = tmp_path / "moved.mp4"
+    write_clip(moved, n=N - 1)
+    other = animesr(str(moved), *cmd[1:])
+    assert other.returncode == 1 and "differs in: input path" in other.stderr, other.stderr
 
-    kw = dict(workers=2, threads=1, chunk_frames=CHUNK, encoding=Encoding("ffv1"), work_dir=work)
-    with pytest.raises(KeyboardInterrupt):
-        upscale_video(clip, tmp_path / "out.mkv", OPTS, progress=progress, **kw)
-    done = json.loads((work / "manifest.json").read_text())["done"]
-    assert 1 <= len(done) < 5
-    with pytest.raises(WorkDirError, match=r"holds another job \(differs in: option.reset_interval 4 -> 8\)"):
-        upscale_video(clip, tmp_path / "out.mkv", OPTS.replace(reset_interval=8), **kw)
-    other = tmp_path / "other.mp4"
-    write_clip(other, n=N - 1)
-    with pytest.raises(WorkDirError, match=r"differs in: input path .*other\.mp4.*; input size"):
-        upscale_video(other, tmp_path / "out.mkv", OPTS, **kw)
-    summary = upscale_video(clip, tmp_path / "out.mkv", OPTS, **kw)
-    assert summary["reused"] == len(done) and len(summary["results"]) == 5 - len(done)
+    again = animesr(*cmd)
+    assert again.returncode == 0, again.stderr
+    assert {p: (work / "segments" / p).stat().st_mtime_ns for p in stamps} == stamps
+    assert len(json.loads((work / "manifest.json").read_text())["done"]) == 5
     assert_same_video(tmp_path / "out.mkv", reference)
 
 

@@ -27,6 +27,8 @@ from typing import Any
 
 import numpy as np
 
+from vsanimesr.distributed import DEFAULT_CHUNK_FRAMES as _CHUNK_FRAMES
+from vsanimesr.distributed import DEFAULT_RETRIES as _RETRIES
 from vsanimesr.options import FIELDS, OptionError, Options
 from vsanimesr.video import (
     CODECS,
@@ -129,6 +131,30 @@ def _add_common(p: argparse.ArgumentParser) -> None:
     g.add_argument("-v", "--verbose", action="store_true", help="log what the library does (to stderr)")
 
 
+def _add_chunked(p: argparse.ArgumentParser) -> None:
+    """Chunked runs (vsanimesr.distributed): the same output as one run, in chunks on Ray, resumable."""
+    g = p.add_argument_group("chunks on Ray (same output as one run; resumable; see vsanimesr.distributed)")
+    g.add_argument("--workers", type=_number(int), default=None, metavar="N",
+                   help="upscale in chunks on N local Ray workers (a Ray instance on this machine, started and "
+                        "stopped by the command; CPU workers get --threads each, default cores/N; GPU workers one GPU "
+                        "each); 0: the chunks one after another in this process, without Ray")
+    g.add_argument("--address", default=None, metavar="auto|HOST:PORT",
+                   help="run the chunks on a running Ray cluster instead; its nodes need this package and must see "
+                        "INPUT and --work-dir at the same paths")
+    g.add_argument("--chunk-frames", type=_number(int), default=None, metavar="N",
+                   help="frames per chunk, rounded to whole restart periods (--reset-interval); default: "
+                        f"{_CHUNK_FRAMES}")
+    g.add_argument("--work-dir", type=Path, default=None, metavar="DIR",
+                   help="keep finished chunks and their manifest here: the same command again skips finished chunks "
+                        "(default: a hidden folder beside OUTPUT, removed after success)")
+    g.add_argument("--retries", type=_number(int), default=None, metavar="N",
+                   help=f"attempts after a chunk fails or its worker dies; default: {_RETRIES}")
+
+
+def _chunked(args: argparse.Namespace) -> bool:
+    return args.command == "upscale" and (args.workers is not None or args.address is not None)
+
+
 def build_parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(
         prog="animesr",
@@ -176,6 +202,7 @@ def build_parser() -> argparse.ArgumentParser:
                         "audio track) and language tags, e.g. 0,eng")
     g.add_argument("--subtitles", type=_arg(parse_tracks), default=None, metavar="all|none|LIST",
                    help="subtitle tracks to keep, as --audio")
+    _add_chunked(up)
     _add_common(up)
 
     fr = sub.add_parser(
@@ -255,6 +282,8 @@ def _run(args: argparse.Namespace, opts: Options) -> dict[str, object]:
     else:
         plan_image_dir(args.input, args.output, crop=args.crop, overwrite=args.overwrite, **sel)
 
+    if _chunked(args):
+        return _run_chunked(args, opts, job)
     log.info("checks passed; loading the engine")
     if args.threads is not None:
         import torch
@@ -286,6 +315,21 @@ def _run(args: argparse.Namespace, opts: Options) -> dict[str, object]:
                              overwrite=args.overwrite, progress=_progress(args.quiet), **sel)
 
 
+def _run_chunked(args: argparse.Namespace, opts: Options, job: dict[str, Any]) -> dict[str, object]:
+    """``--workers`` / ``--address``: the job in chunks (the engines load in the workers)."""
+    from vsanimesr.distributed import upscale_video
+
+    job = {k: v for k, v in job.items() if k != "outscale"}  # part of the options here
+    where = f"Ray at {args.address}" if args.address else \
+        "this process (no Ray)" if args.workers == 0 else f"{args.workers} local Ray workers"
+    if not args.quiet:
+        _say(args, f"chunks of about {args.chunk_frames or _CHUNK_FRAMES} frames on {where}")
+    return upscale_video(args.input, args.output, opts, workers=args.workers, address=args.address,
+                         threads=args.threads, chunk_frames=args.chunk_frames or _CHUNK_FRAMES,
+                         work_dir=args.work_dir, retries=_RETRIES if args.retries is None else args.retries,
+                         progress=_progress(args.quiet), **job)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
@@ -293,6 +337,9 @@ def main(argv: list[str] | None = None) -> int:
     opts = _options(args, sub)
     if args.threads is not None and args.threads < 1:
         sub.error("argument --threads: must be >= 1")
+    for name, low in (("workers", 0), ("chunk_frames", 1), ("retries", 0)):
+        if getattr(args, name, None) is not None and getattr(args, name) < low:
+            sub.error(f"argument --{name.replace('_', '-')}: must be >= {low}")
     # One prefix on every line: "animesr upscale: ..."; -v adds the logger's name.
     fmt = f"animesr {args.command}: " + ("%(name)s: %(message)s" if args.verbose else "%(message)s")
     level = logging.INFO if args.verbose else logging.WARNING

@@ -36,8 +36,9 @@ from vsanimesr.engine import AnimeSR
 data = np.load({npy!r})
 sr = AnimeSR(model={model!r}, device={device!r}{extra})
 planes = [tuple(f) for f in data]
-t0 = time.perf_counter()
+t0, c0 = time.perf_counter(), time.process_time()
 for k in range(len(planes)):
     sr.frame_planar(k, planes.__getitem__, len(planes))
 print("BARE_FPS", len(planes) / (time.perf_counter() - t0))
+print("BARE_CPU", (time.process_time() - c0) / len(planes))
 """

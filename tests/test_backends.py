@@ -277,3 +277,17 @@ def test_compile_cache_goes_to_the_user_cache_unless_chosen(monkeypatch: pytest.
     assert os.environ["TORCHINDUCTOR_CACHE_DIR"] == str(tmp_path / "torchinductor")
     monkeypatch.setenv("TORCHINDUCTOR_CACHE_DIR", str(tmp_path / "mine"))
     assert persistent_compile_cache() == tmp_path / "mine"
+
+
+@pytest.mark.slow
+def test_openvino_backend_through_the_vapoursynth_filter(ov_engine, core) -> None:
+    """core.animesr.Upscale(backend="openvino") serves frames in any order equal to the engine's sequential pass."""
+    import vapoursynth as vs
+    from conftest import clip_from, planes, smooth_frames
+
+    data = smooth_frames()
+    kw = dict(reset_interval=4, warmup=2)
+    ref = ov_engine(**kw).upscale(data.transpose(0, 2, 3, 1))
+    up = core.animesr.Upscale(clip_from(core, data, vs.RGBS), model="v2", device="cpu", backend="openvino", **kw)
+    for n in [7, 2, 9, 0, 5]:
+        assert np.array_equal(planes(up.get_frame(n)), ref[n].transpose(2, 0, 1)), n

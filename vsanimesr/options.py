@@ -70,7 +70,7 @@ class Options:
     backend: str = _opt("torch", "network-step implementation: " + ", ".join(BACKENDS), choices=BACKENDS)
     fp16: bool | None = _opt(None, "half-precision compute (CUDA only); unset: on for RGBH input on CUDA")
     bf16: bool = _opt(False, "bfloat16 convolutions (GPUs, and CPUs with AVX512-BF16/AMX-BF16; other CPUs emulate "
-                             "bf16 about 10x slower, so there it falls back to fp32 with a warning)")
+                             "bf16 10x slower or worse, so there it falls back to fp32 with a warning)")
     tf32: bool = _opt(False, "let fp32 convolutions on CUDA use TF32 tensor cores (faster, less exact)")
     compile: bool = _opt(False, "run the network through torch.compile (faster after a slow first call)")
     tile: int = _opt(0, "tile size in input pixels (0 = whole frame); each tile keeps its own recurrent state",

@@ -48,7 +48,7 @@ def use_bf16(device: torch.device) -> bool:
     """Whether ``bf16=True`` should really compute in bfloat16 on ``device``.
 
     On a CPU without bfloat16 instructions (:func:`bf16_missing`) the answer is no: oneDNN emulates bf16 there, about
-    10x slower than fp32 (measured on an AVX2 AMD EPYC), so the engine falls back to fp32 and logs one warning per
+    10-70x slower than fp32 (measured on an AVX2 AMD EPYC), so the engine falls back to fp32 and logs one warning per
     process saying which instruction set is missing. GPUs always answer yes.
     """
     if device.type != "cpu":
@@ -58,7 +58,7 @@ def use_bf16(device: torch.device) -> bool:
         return True
     if why not in _warned:
         _warned.add(why)
-        log.warning("AnimeSR: bf16=True ignored: %s, where bfloat16 is emulated and about 10x slower than fp32; "
+        log.warning("AnimeSR: bf16=True ignored: %s, where bfloat16 is emulated and 10x slower or worse; "
                     "computing in fp32", why)  # fmt: skip
     return False
 

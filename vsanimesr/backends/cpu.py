@@ -2,7 +2,7 @@
 
 bfloat16 convolutions are only fast where the CPU has bfloat16 instructions (x86: AVX512-BF16 or AMX-BF16; Arm:
 the ``bf16`` extension). Elsewhere oneDNN emulates them: on an AVX2-only AMD EPYC (Zen 3), AnimeSR v2 in bfloat16
-ran about 10x *slower* than in fp32 (see docs/results.md), so the engine does not use bf16 there.
+ran 10x (320x240) to 67x (160x96) *slower* than in fp32 (see docs/results.md), so the engine does not use bf16 there.
 """
 
 from __future__ import annotations

@@ -26,7 +26,8 @@ runtimes that compute in half precision, e.g. GPUs); the default is float32. The
 model's SHA-256, scale and this signature.
 
 :func:`cached_onnx` exports once per weight file into the cache (keyed by the file's SHA-256); the OpenVINO backend
-reads that file, so a second process starts without exporting (reading it takes ~0.03 s, exporting ~20 s).
+reads that file, so a second process starts without exporting (reading it takes ~0.03 s; exporting took 20-60 s
+on a shared 2-core machine).
 """
 
 from __future__ import annotations

@@ -437,7 +437,6 @@ class _ChunkReader:
 
 def _decode_range(job: _ChunkJob) -> Iterator[np.ndarray]:
     """RGB frames ``chunk.first .. chunk.last`` of the input, found by timestamp after a seek to a keyframe."""
-
     want = job.pts
     for seek in job.seek_points:
         with contextlib.closing(_open_input(Path(job.src))) as c:

@@ -369,3 +369,24 @@ def test_chunks_in_this_process_join_like_one_run(clip, tmp_path, codec, ext):
     assert t_got == t_want and a_got == a_want > 0
     err = (f_got.astype(np.float64) - f_want) / 1023
     assert 10 * np.log10(1 / np.mean(err**2)) > 35
+
+
+# ---------------------------------------------------------------------------------------------- GPU workers
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_cli_gpu_workers_give_the_single_process_output(clip, tmp_path):
+    """Two Ray workers sharing each GPU (``gpus_per_worker=0.5``, from Python) and one worker per GPU (the CLI)
+    against the single-process command on the same GPU, lossless: the same frames bit for bit (same GPU model,
+    same kernels; fp32 on CUDA is IEEE fp32 unless --tf32)."""
+    gpu = ["--warmup", "2", "--device", "cuda", "--codec", "ffv1", "--reset-interval", "4"]
+    one = animesr(str(clip), str(tmp_path / "one.mkv"), *gpu)
+    assert one.returncode == 0, one.stderr
+    two = animesr(str(clip), str(tmp_path / "two.mkv"), *gpu, "--workers", "2", "--chunk-frames", str(CHUNK))
+    assert two.returncode == 0, two.stderr
+    assert_same_video(tmp_path / "two.mkv", tmp_path / "one.mkv")
+    summary = upscale_video(clip, tmp_path / "half.mkv", OPTS.replace(device="cuda"), workers=2, gpus_per_worker=0.5,
+                            chunk_frames=CHUNK, encoding=Encoding("ffv1"))
+    assert summary["chunks"] == 5
+    assert_same_video(tmp_path / "half.mkv", tmp_path / "one.mkv")

@@ -860,7 +860,9 @@ class _Cluster:
             if self.address is None:
                 import torch
 
-                ray.init(num_cpus=self.workers * (1 if gpu else threads),  # type: ignore[operator]
+                # "local": always a new instance of our own (without it ray.init joins a cluster that `ray start`
+                # left on this machine, or the one RAY_ADDRESS names).
+                ray.init(address="local", num_cpus=self.workers * (1 if gpu else threads),  # type: ignore[operator]
                          num_gpus=torch.cuda.device_count() if gpu else 0, include_dashboard=False,
                          object_store_memory=_OBJECT_STORE, **quiet)
             else:

@@ -25,8 +25,9 @@ bootstrap:
 demo: bootstrap
 	$(PY) scripts/demo.py --out "$(OUT)" $(if $(INPUT),--input "$(INPUT)") $(if $(FRAMES),--frames "$(FRAMES)")
 
-# tests/test_distributed.py drives Ray from the test process, so it gets a process of its own: after the rest of the
-# suite had run in the same process (torch/OpenMP threads, forked and spawned workers) Ray's driver died of SIGSEGV.
+# tests/test_distributed.py gets a pytest process of its own: when it drove Ray from the test process, after the rest
+# of the suite had run there (torch/OpenMP threads, forked and spawned workers), Ray's driver died of SIGSEGV. Its Ray
+# runs are now `animesr` commands in processes of their own, so this split is a precaution that could go.
 ISOLATED := tests/test_distributed.py
 
 test:

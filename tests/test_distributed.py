@@ -5,7 +5,9 @@ B-frames and a keyframe every 10 frames (so chunks really seek), with an AAC tra
 chunks of 8 frames give 5 chunks with a periodic restart inside each. Every output is FFV1 (lossless), so "the same
 result" is checked bit for bit on the decoded frames, with their count and timestamps.
 
-Ray runs locally, on the loopback interface, started and stopped by the tests (bounded by pytest-timeout).
+Ray runs on this machine on the loopback interface only: a local instance that ``animesr upscale --workers 2`` starts
+and stops, and a cluster this module starts with ``ray start`` (its own port and token) for ``--address`` runs. No Ray
+driver runs inside the pytest process; every Ray run is the ``animesr`` command in a process of its own.
 """
 
 from __future__ import annotations
@@ -13,7 +15,9 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import secrets
 import signal
+import socket
 import subprocess
 import sys
 import threading
@@ -26,10 +30,11 @@ import numpy as np
 import pytest
 import torch
 
-from vsanimesr.distributed import ChunkError, index_video, plan_chunks, upscale_video
+from vsanimesr.distributed import index_video, plan_chunks, upscale_video
 from vsanimesr.options import Options
 from vsanimesr.video import Encoding, FrameRange
 
+REPO = Path(__file__).resolve().parents[1]
 N, CUT, H, W = 40, 19, 24, 32
 OPTS = Options(device="cpu", reset_interval=4, warmup=2)
 CHUNK = 8  # two restart periods per chunk: 5 chunks, a periodic restart inside each, the cut inside chunk 2
@@ -110,15 +115,37 @@ def reference(clip, tmp_path_factory) -> Path:
 
 
 @pytest.fixture(scope="module")
-def ray_local():
-    """A local Ray instance for this module's in-process runs (upscale_video uses a running one and leaves it)."""
-    os.environ["RAY_USAGE_STATS_ENABLED"] = "0"
-    os.environ["RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"] = "0"  # Ray's single-machine switch: loopback only
-    import ray
-
-    ray.init(num_cpus=2, include_dashboard=False, object_store_memory=100 << 20, log_to_driver=False)
-    yield ray
-    ray.shutdown()
+def cluster(tmp_path_factory):
+    """A running Ray cluster for ``--address`` (``ray start --head --block``, this module's own): loopback only, a
+    token of its own, stopped at the end. Yields the address and the environment its clients need. No Ray driver
+    ever runs inside the pytest process: every run here is the ``animesr`` command in a process of its own."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    env = {**os.environ, "PYTHONPATH": str(REPO), "RAY_USAGE_STATS_ENABLED": "0",
+           "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0",  # Ray's single-machine switch: node address 127.0.0.1
+           "RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN": secrets.token_hex(32)}
+    head = subprocess.Popen(
+        [str(Path(sys.executable).with_name("ray")), "start", "--head", f"--port={port}", "--num-cpus=2",
+         "--object-store-memory=100000000", "--include-dashboard=false", "--disable-usage-stats", "--block"],
+        env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True)
+    lines = []
+    try:
+        for line in head.stdout:  # bounded by the test timeout
+            lines.append(line)
+            if "Ray runtime started" in line:
+                break
+        else:
+            pytest.fail("ray start did not start:\n" + "".join(lines[-20:]))
+        threading.Thread(target=head.stdout.read, daemon=True).start()  # keep its pipe drained
+        yield f"127.0.0.1:{port}", env
+    finally:
+        os.killpg(head.pid, signal.SIGTERM)  # the group this fixture started: ray start, GCS, raylet, workers
+        try:
+            head.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            os.killpg(head.pid, signal.SIGKILL)
+            head.wait()
 
 
 # ---------------------------------------------------------------------------------------------- the plan
@@ -153,71 +180,71 @@ def test_index_matches_decoding_and_seeks_land_on_the_frame(clip):
 # ---------------------------------------------------------------------------------------------- runs on Ray
 
 
-@pytest.mark.slow
-def test_killed_worker_is_retried_and_the_output_is_unchanged(clip, reference, ray_local, tmp_path):
-    """Kill the worker that holds a chunk, by its pid, while it writes its segment; Ray retries the chunk."""
-    work = tmp_path / "work"
-    killed: list[tuple[str, int]] = []
+ENGINE_FLAGS = ["--warmup", "2", "--device", "cpu", "--threads", "1", "--codec", "ffv1", "--reset-interval", "4"]
 
-    def killer() -> None:
-        deadline = time.monotonic() + 300
-        while not killed and time.monotonic() < deadline:
-            for pid_file in sorted((work / "running").glob("chunk_*.pid")) if (work / "running").is_dir() else []:
-                name = pid_file.stem
-                partial = list((work / "segments").glob(f".{name}.*.partial.*"))
-                if partial and partial[0].stat().st_size > 0:  # mid-chunk: frames are being written
-                    pid = int(pid_file.read_text())
+
+def animesr(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    """``animesr upscale ARGS`` in a process of its own."""
+    return subprocess.run([sys.executable, "-m", "vsanimesr.cli", "upscale", *args], capture_output=True, text=True,
+                          env=env or {**os.environ, "PYTHONPATH": str(REPO)}, timeout=600)
+
+
+@pytest.mark.slow
+def test_killed_worker_is_retried_and_the_output_is_unchanged(clip, reference, cluster, tmp_path):
+    """Kill the worker that holds a chunk, by its pid, while it writes its segment; Ray retries the chunk."""
+    address, env = cluster
+    work = tmp_path / "work"
+    # Chunks of 16 frames (3 chunks) leave time to catch one in the middle.
+    cmd = [str(clip), str(tmp_path / "out.mkv"), *ENGINE_FLAGS, "--address", address, "--chunk-frames", "16",
+           "--work-dir", str(work), "-q"]
+    proc = subprocess.Popen([sys.executable, "-m", "vsanimesr.cli", "upscale", *cmd], env=env, text=True,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    killed: list[tuple[str, int]] = []
+    while not killed and proc.poll() is None:
+        for pid_file in (work / "running").glob("chunk_*.pid"):
+            name = pid_file.stem
+            with contextlib.suppress(OSError, ValueError):  # files come and go while we look
+                if any((work / "segments").glob(f".{name}.*.partial.*")):
+                    pid = int(pid_file.read_text())  # mid-chunk: its segment is being written
                     os.kill(pid, signal.SIGKILL)
                     killed.append((name, pid))
                     break
-            time.sleep(0.02)
-
-    t = threading.Thread(target=killer, daemon=True)
-    t.start()
-    summary = upscale_video(clip, tmp_path / "out.mkv", OPTS, workers=2, threads=1, chunk_frames=CHUNK,
-                            encoding=Encoding("ffv1"), work_dir=work)
-    t.join()
+        time.sleep(0.005)
+    _, err = proc.communicate(timeout=600)
+    assert proc.returncode == 0, err
     assert killed, "no worker was caught mid-chunk"
-    index = int(killed[0][0].removeprefix("chunk_"))
-    result = summary["results"][index]
+    done = json.loads((work / "manifest.json").read_text())["done"]
+    result = done[str(int(killed[0][0].removeprefix("chunk_")))]
     assert result["attempts"] == 2 and result["pid"] != killed[0][1]
-    assert summary["chunks"] == 5 and summary["frames"] == N
+    assert sorted(done) == ["0", "1", "2"]
     assert_same_video(tmp_path / "out.mkv", reference)
 
 
 @pytest.mark.slow
-def test_failing_chunk_names_its_frames_keeps_the_others_and_resumes(clip, ray_local, tmp_path):
+def test_failing_chunk_names_its_frames_keeps_the_others_and_resumes(clip, cluster, tmp_path):
     """A chunk that fails on every attempt fails the run with one line naming its frames; the finished chunks stay,
-    and the same call afterwards redoes only that chunk. With a frame range, as ``--frames 3:37``."""
+    and the same command afterwards redoes only that chunk. With a frame range (``--frames 3:37``)."""
+    address, env = cluster
     frames = FrameRange(3, 37)  # 34 frames: chunks 0-7, 8-15, 16-23, 24-31, 32-33 of the range
     want = single_process(clip, tmp_path / "ref.mkv", frames=frames)
     work = tmp_path / "work"
     blocker = work / "segments" / "chunk_00002.nut"
     blocker.mkdir(parents=True)  # the segment cannot be renamed into place: every attempt fails
-    kw = dict(workers=2, threads=1, chunk_frames=CHUNK, encoding=Encoding("ffv1"), work_dir=work, frames=frames)
-    with pytest.raises(ChunkError) as e:
-        upscale_video(clip, tmp_path / "out.mkv", OPTS, retries=1, **kw)
-    msg = str(e.value)
-    assert "\n" not in msg
-    assert msg.startswith("frames 16-23 failed after 2 attempts: ") and "Is a directory" in msg, msg
-    assert "4 of 5 chunks are finished and kept" in msg, msg
+    cmd = [str(clip), str(tmp_path / "out.mkv"), *ENGINE_FLAGS, "--address", address, "--chunk-frames", str(CHUNK),
+           "--work-dir", str(work), "--frames", "3:37"]
+    run = animesr(*cmd, "--retries", "1", env=env)
+    assert run.returncode == 1
+    msg = run.stderr.strip().splitlines()[-1]
+    assert msg.startswith("animesr upscale: error: frames 16-23 failed after 2 attempts: "), run.stderr
+    assert "Is a directory" in msg and "4 of 5 chunks are finished and kept" in msg, msg
     assert not (tmp_path / "out.mkv").exists()
+    kept = {p.name: p.stat().st_mtime_ns for p in (work / "segments").glob("chunk_*.nut") if p.is_file()}
+    assert len(kept) == 4
     blocker.rmdir()
-    summary = upscale_video(clip, tmp_path / "out.mkv", OPTS, **kw)
-    assert summary["reused"] == 4 and list(summary["results"]) == [2]
+    run = animesr(*cmd, env=env)
+    assert run.returncode == 0, run.stderr
+    assert {p: (work / "segments" / p).stat().st_mtime_ns for p in kept} == kept  # only chunk 2 was redone
     assert_same_video(tmp_path / "out.mkv", want)
-
-
-# ---------------------------------------------------------------------------------------------- the command line
-
-REPO = Path(__file__).resolve().parents[1]
-ENGINE_FLAGS = ["--warmup", "2", "--device", "cpu", "--threads", "1", "--codec", "ffv1", "--reset-interval", "4"]
-
-
-def animesr(*args: str, **kw) -> subprocess.CompletedProcess[str]:
-    env = {**os.environ, "PYTHONPATH": str(REPO)}
-    return subprocess.run([sys.executable, "-m", "vsanimesr.cli", "upscale", *args], capture_output=True, text=True,
-                          env=env, timeout=600, **kw)
 
 
 @pytest.mark.slow
@@ -236,15 +263,15 @@ def test_cli_workers_give_the_single_process_output(clip, tmp_path):
 
 
 @pytest.mark.slow
-def test_cli_ctrl_c_keeps_chunks_resume_skips_them(clip, reference, ray_local, tmp_path):
-    """On a running cluster (``--address``, this module's Ray instance): Ctrl-C after some chunks exits 130 and keeps
-    them; other settings or another input in that work dir are refused before any work; the same command then
-    redoes only the rest (finished segments untouched) and gives one run's output."""
-    address = ray_local.get_runtime_context().gcs_address
+def test_cli_ctrl_c_keeps_chunks_resume_skips_them(clip, reference, cluster, tmp_path):
+    """On a running cluster (``--address``): Ctrl-C after some chunks exits 130 and keeps them; other settings or
+    another input in that work dir are refused before any work; the same command then redoes only the rest
+    (finished segments untouched) and gives one run's output."""
+    address, env = cluster
     work = tmp_path / "work"
-    cmd = [str(clip), str(tmp_path / "out.mkv"), *ENGINE_FLAGS, "--address", address, "--chunk-frames", str(CHUNK),
+    # Chunks of one period (10 chunks): the run is far from done when the first one is.
+    cmd = [str(clip), str(tmp_path / "out.mkv"), *ENGINE_FLAGS, "--address", address, "--chunk-frames", "4",
            "--work-dir", str(work)]
-    env = {**os.environ, "PYTHONPATH": str(REPO)}
     proc = subprocess.Popen([sys.executable, "-m", "vsanimesr.cli", "upscale", *cmd], env=env, text=True,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     deadline = time.monotonic() + 300
@@ -253,34 +280,34 @@ def test_cli_ctrl_c_keeps_chunks_resume_skips_them(clip, reference, ray_local, t
         if (work / "manifest.json").exists():
             with contextlib.suppress(ValueError):
                 done = json.loads((work / "manifest.json").read_text())["done"]
-            if len(done) >= 2:
+            if done:
                 break
         time.sleep(0.05)
     proc.send_signal(signal.SIGINT)
     _, err = proc.communicate(timeout=120)
     assert proc.returncode == 130, err
     kept = json.loads((work / "manifest.json").read_text())["done"]
-    assert 2 <= len(kept) < 5, err
-    assert f"interrupted: {len(kept)} of 5 chunks are finished and kept in {work}" in err
+    assert 1 <= len(kept) < 10, err
+    assert f"interrupted: {len(kept)} of 10 chunks are finished and kept in {work}" in err
     assert not (tmp_path / "out.mkv").exists()
     # The recorded chunks (a segment finished after the driver's last record is not trusted and is redone).
     stamps = {p.name: p.stat().st_mtime_ns for p in (work / "segments").glob("chunk_*")
               if str(int(p.stem.removeprefix("chunk_"))) in kept}
     assert len(stamps) == len(kept)
 
-    other = animesr(*cmd, "--reset-interval", "8")  # the last one given counts
+    other = animesr(*cmd, "--reset-interval", "8", env=env)  # the last one given counts
     assert other.returncode == 1
     assert other.stderr.strip().splitlines()[-1].startswith(
         f"animesr upscale: error: work dir {str(work)!r} holds another job (differs in: option.reset_interval 4 -> 8")
     moved = tmp_path / "moved.mp4"
     write_clip(moved, n=N - 1)
-    other = animesr(str(moved), *cmd[1:])
+    other = animesr(str(moved), *cmd[1:], env=env)
     assert other.returncode == 1 and "differs in: input path" in other.stderr, other.stderr
 
-    again = animesr(*cmd)
+    again = animesr(*cmd, env=env)
     assert again.returncode == 0, again.stderr
     assert {p: (work / "segments" / p).stat().st_mtime_ns for p in stamps} == stamps
-    assert len(json.loads((work / "manifest.json").read_text())["done"]) == 5
+    assert len(json.loads((work / "manifest.json").read_text())["done"]) == 10
     assert_same_video(tmp_path / "out.mkv", reference)
 
 
@@ -369,3 +396,24 @@ def test_chunks_in_this_process_join_like_one_run(clip, tmp_path, codec, ext):
     assert t_got == t_want and a_got == a_want > 0
     err = (f_got.astype(np.float64) - f_want) / 1023
     assert 10 * np.log10(1 / np.mean(err**2)) > 35
+
+
+# ---------------------------------------------------------------------------------------------- GPU workers
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_cli_gpu_workers_give_the_single_process_output(clip, tmp_path):
+    """Two Ray workers sharing each GPU (``gpus_per_worker=0.5``, from Python) and one worker per GPU (the CLI)
+    against the single-process command on the same GPU, lossless: the same frames bit for bit (same GPU model,
+    same kernels; fp32 on CUDA is IEEE fp32 unless --tf32)."""
+    gpu = ["--warmup", "2", "--device", "cuda", "--codec", "ffv1", "--reset-interval", "4"]
+    one = animesr(str(clip), str(tmp_path / "one.mkv"), *gpu)
+    assert one.returncode == 0, one.stderr
+    two = animesr(str(clip), str(tmp_path / "two.mkv"), *gpu, "--workers", "2", "--chunk-frames", str(CHUNK))
+    assert two.returncode == 0, two.stderr
+    assert_same_video(tmp_path / "two.mkv", tmp_path / "one.mkv")
+    summary = upscale_video(clip, tmp_path / "half.mkv", OPTS.replace(device="cuda"), workers=2, gpus_per_worker=0.5,
+                            chunk_frames=CHUNK, encoding=Encoding("ffv1"))
+    assert summary["chunks"] == 5
+    assert_same_video(tmp_path / "half.mkv", tmp_path / "one.mkv")

@@ -437,7 +437,6 @@ class _ChunkReader:
 
 def _decode_range(job: _ChunkJob) -> Iterator[np.ndarray]:
     """RGB frames ``chunk.first .. chunk.last`` of the input, found by timestamp after a seek to a keyframe."""
-
     want = job.pts
     for seek in job.seek_points:
         with contextlib.closing(_open_input(Path(job.src))) as c:
@@ -861,7 +860,9 @@ class _Cluster:
             if self.address is None:
                 import torch
 
-                ray.init(num_cpus=self.workers * (1 if gpu else threads),  # type: ignore[operator]
+                # "local": always a new instance of our own (without it ray.init joins a cluster that `ray start`
+                # left on this machine, or the one RAY_ADDRESS names).
+                ray.init(address="local", num_cpus=self.workers * (1 if gpu else threads),  # type: ignore[operator]
                          num_gpus=torch.cuda.device_count() if gpu else 0, include_dashboard=False,
                          object_store_memory=_OBJECT_STORE, **quiet)
             else:

@@ -404,7 +404,7 @@ def test_x265_pipeline_from_the_readme(core, demo_video, tmp_path):
     env = dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")])),
                OMP_NUM_THREADS="1")
     cmd = (
-        f"{vspipe} -c y4m {REPO / 'examples/upscale.vpy'} -a input={demo_video} -a crop=96x64 -a device=cpu -e 2 - "
+        f"{vspipe} -c y4m {REPO / 'examples/upscale.vpy'} -a input={demo_video} -a crop=96:64 -a device=cpu -e 2 - "
         f"| {x265} --y4m - -D 10 -o {out}"
     )
     proc = subprocess.run(["bash", "-o", "pipefail", "-c", cmd], capture_output=True, text=True, env=env, timeout=300)

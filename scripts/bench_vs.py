@@ -1,7 +1,7 @@
 """The VapourSynth filter's two implementations side by side under vspipe, and the engine's bare loop.
 
     python scripts/bench_vs.py [--frames 60] [--crop 160x96] [--device cpu] [--threads 2] [--rounds 3]
-                               [--implementations native,python] [--reset-interval 48] [--warmup 4]
+                               [--implementations native,python] [--reset-interval 48] [--warmup 4] [--plumbing]
 
 Every run uses the same frames (a centre crop of the demo clip, or synthetic frames when it is absent), the same
 engine settings and the same torch thread count; the variants alternate within each round (the order rotates), so a
@@ -10,6 +10,10 @@ after the script and the engine are built, as the bare loop's does), the vspipe 
 computed per output frame (the source script counts its calls) and the frame requests per output frame of the
 pure-Python filter (one per shifted clip; the native filter requests only the frames its ring does not hold, one per
 frame in a sequential render). "python / native" is the median of the per-round ratios.
+
+``--plumbing`` replaces the bridge's ``render`` (the network step and the output conversion) by a no-op in both
+filters, so what is left is each filter's own cost per frame: requests, frame handling, the Python calls, the output
+frame's allocation and the source script.
 """
 
 from __future__ import annotations
@@ -63,7 +67,7 @@ def load_frames(n: int, w: int, h: int) -> np.ndarray:
     return np.stack([np.roll(base, t, axis=2) for t in range(n)])
 
 
-def run_vspipe(tmp: Path, implementation: str, fmt: dict[str, str], env: dict[str, str]) -> Run:
+def run_vspipe(tmp: Path, implementation: str, fmt: dict[str, str], env: dict[str, str], plumbing: bool = False) -> Run:
     """One vspipe run of the filter: frames/s, CPU seconds per frame, peak RSS, source frames computed."""
     bench = _benchmark_module()
 
@@ -71,7 +75,8 @@ def run_vspipe(tmp: Path, implementation: str, fmt: dict[str, str], env: dict[st
     count.unlink(missing_ok=True)
     script = tmp / f"bench_{implementation}.vpy"
     # The script notes the CPU time spent until the graph (and the engine) is built: rendering is the rest.
-    script.write_text(VPY.format(**fmt, implementation=implementation, count=str(count))
+    noop = "import vsanimesr._vsbridge as _b\n_b.Bridge.render = lambda self, n, window, dst: None\n"
+    script.write_text(VPY.format(**fmt, implementation=implementation, count=str(count)) + (noop if plumbing else "")
                       + f"import time\nopen({str(built)!r}, 'w').write(repr(time.process_time()))\n")
     vspipe = Path(sys.executable).with_name("vspipe")
     with tempfile.TemporaryFile("w+") as err:
@@ -119,6 +124,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--reset-interval", type=int, default=None, help="the filter's reset_interval (default: its own)")
     ap.add_argument("--warmup", type=int, default=None, help="the filter's warmup (default: its own)")
     ap.add_argument("--no-bare", action="store_true", help="leave out the engine's bare loop")
+    ap.add_argument("--plumbing", action="store_true",
+                    help="the filters without the network (render is a no-op): their own cost per frame")
     args = ap.parse_args(argv)
     w, h = (int(v) for v in args.crop.lower().split("x"))
     impls = [i for i in args.implementations.split(",") if i]
@@ -136,7 +143,7 @@ def main(argv: list[str] | None = None) -> int:
     first, last, _ = window_offsets(Options(**settings))
     frames = load_frames(args.frames, w, h)
     n = len(frames)
-    runs: dict[str, list[Run]] = {v: [] for v in [*impls, *([] if args.no_bare else ["bare"])]}
+    runs: dict[str, list[Run]] = {v: [] for v in [*impls, *([] if args.no_bare or args.plumbing else ["bare"])]}
     with tempfile.TemporaryDirectory() as tmp:
         npy = Path(tmp) / "frames.npy"
         np.save(npy, frames)
@@ -156,14 +163,15 @@ def main(argv: list[str] | None = None) -> int:
                         return 1
                     runs[v].append(Run(float(b.group(1)), float(b.group(2))))
                 else:
-                    runs[v].append(run_vspipe(Path(tmp), v, fmt, env))
+                    runs[v].append(run_vspipe(Path(tmp), v, fmt, env, args.plumbing))
                 print(f"  round {r + 1}/{args.rounds} {v}: {runs[v][-1].fps:.3f} frames/s, "
                       f"{runs[v][-1].cpu:.3f} CPU s/frame", file=sys.stderr)
 
     opts = Options(**settings)
     print(f"machine: {cpu_description()}; torch {torch.__version__}, {args.threads} threads, device {args.device}")
     print(f"{n} frames of {w}x{h} -> {4 * w}x{4 * h}, model {args.model}, reset_interval={opts.reset_interval}, "
-          f"warmup={opts.warmup}, {args.rounds} round(s); frames/s and CPU: best (median); RSS: median")
+          f"warmup={opts.warmup}, {args.rounds} round(s); frames/s and CPU: best (median); RSS: median"
+          + ("; PLUMBING ONLY (no network step)" if args.plumbing else ""))
     requests = {"native": "frames not in its ring", "python": f"{last - first + 1} (one per shifted clip)"}
     print("| variant | frames/s | CPU s per frame | peak RSS (MiB) | source frames computed per output frame "
           "| frame requests per output frame |")

@@ -429,6 +429,27 @@ def test_filter_yuv420p10_on_cuda_any_order_and_vspipe(core, cuda_reference, tmp
         np.testing.assert_array_equal(flat[n], np.concatenate([p.ravel() for p in seq[n]]), err_msg=f"frame {n}")
 
 
+@pytest.mark.parametrize("fmt", ["RGBS", "YUV420P10"])
+def test_pure_python_filter_on_cuda_equals_the_native_one(core, cuda_reference, fmt) -> None:  # noqa: ANN001
+    """The pure-Python filter (std.ModifyFrame) on CUDA: the native filter's frames bit for bit, in shuffled order,
+    with the device-side output conversion (the pinned copies then run without overlap: ModifyFrame serialises)."""
+    vs = pytest.importorskip("vapoursynth")
+    from vsanimesr.vs import upscale_rgb
+
+    core.num_threads = 4
+    lr = cuda_reference["lr"]
+    kw = dict(device="cuda", reset_interval=4, warmup=2, format=getattr(vs, fmt))
+    native = upscale_rgb(clip_from(core, lr, vs.RGBS), implementation="native", **kw)
+    python = upscale_rgb(clip_from(core, lr, vs.RGBS), implementation="python", **kw)
+    order = list(range(len(lr)))
+    random.Random(13).shuffle(order)
+    for n in order:
+        a, b = python.get_frame(n), native.get_frame(n)
+        for p in range(a.format.num_planes):
+            np.testing.assert_array_equal(np.array(a[p]), np.array(b[p]), err_msg=f"frame {n} plane {p}")
+        assert dict(a.props) == dict(b.props)
+
+
 def test_engine_and_filter_on_the_tensorrt_backend(core) -> None:  # noqa: ANN001
     """backend="tensorrt" end to end: within the fp16 bound of the torch backend, order-proof in the filter."""
     _trt_or_skip()

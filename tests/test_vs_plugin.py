@@ -70,6 +70,33 @@ def test_any_request_order_is_bitwise_equal_to_engine(vs_core, upscale, referenc
         np.testing.assert_array_equal(planes(up.get_frame(n)), reference[name][n], err_msg=f"frame {n} ({order})")
 
 
+def test_sequential_render_computes_each_source_frame_once(vs_core, upscale):
+    """At the default settings (a 54-frame window: 54 shifted clips on the pure-Python filter), a sequential render
+    with requests in flight computes every source frame once on both filters (the source counts its calls)."""
+    import threading
+
+    core = vs_core
+    core.num_threads = 4
+    length = 30
+    data = smooth_frames(length)
+    calls: list[int] = []
+    lock = threading.Lock()
+    blank = core.std.BlankClip(width=W, height=H, format=vs.RGBS, length=length)
+
+    def fill(n, f):  # VapourSynth passes n by keyword
+        with lock:
+            calls.append(n)
+        f = f.copy()
+        for p in range(3):
+            np.asarray(f[p])[:] = data[n, p]
+        return f
+
+    up = upscale(core.std.ModifyFrame(blank, blank, fill), model="v2", device="cpu")
+    for _ in up.frames(prefetch=8):
+        pass
+    assert sorted(calls) == list(range(length)), f"{len(calls)} source frames computed for {length}"
+
+
 def test_concurrent_requests_and_two_instances(vs_core, upscale, reference):
     """Many frames in flight at once (get_frame_async) on two instances: still the engine's exact frames."""
     core = vs_core
@@ -377,7 +404,7 @@ def test_x265_pipeline_from_the_readme(core, demo_video, tmp_path):
     env = dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")])),
                OMP_NUM_THREADS="1")
     cmd = (
-        f"{vspipe} -c y4m {REPO / 'examples/upscale.vpy'} -a input={demo_video} -a crop=96x64 -a device=cpu -e 2 - "
+        f"{vspipe} -c y4m {REPO / 'examples/upscale.vpy'} -a input={demo_video} -a crop=96:64 -a device=cpu -e 2 - "
         f"| {x265} --y4m - -D 10 -o {out}"
     )
     proc = subprocess.run(["bash", "-o", "pipefail", "-c", cmd], capture_output=True, text=True, env=env, timeout=300)

@@ -51,9 +51,11 @@ IMPLEMENTATIONS = ("auto", "native", "python")
 """``auto``: the native filter when ``core.animesr`` is loaded, else the pure-Python one; ``native``; ``python``."""
 IMPLEMENTATION_ENV = "VSANIMESR_IMPLEMENTATION"
 """Environment variable that sets the default of ``implementation`` (one of :data:`IMPLEMENTATIONS`)."""
+CACHE_MARGIN = 16
+"""Low-resolution frames the pure-Python filter keeps beyond its window (plus ``core.num_threads``): for requests
+that arrive ahead of the frame being computed."""
 
-# The older _ColorRange property counts the other way round from _Range (0 full, 1 limited).
-_COLOR_RANGE_FULL, _COLOR_RANGE_LIMITED = 0, 1
+_COLOR_RANGE_FULL = 0  # the older _ColorRange property counts the other way round from _Range: 0 full, 1 limited
 _MATRIX_RGB, _MATRIX_BT709, _MATRIX_UNSPECIFIED = 0, 1, 2
 _MATRIX_BT470BG, _MATRIX_ST170M = 5, 6
 _UNSPECIFIED = 2  # _Transfer / _Primaries "unspecified"
@@ -205,9 +207,9 @@ def _python_upscale(clip: Any, args: dict[str, Any]) -> vs.VideoNode:
     """The pure-Python ``Upscale``: the same bridge as the native filter, fed by ``std.ModifyFrame``.
 
     The filter needs frames ``window(n)`` for output ``n``; ModifyFrame hands over one frame per clip, so it gets the
-    clip shifted by each offset the window can take. VapourSynth's frame cache keeps the low-resolution frames, so a
-    sequential render computes each of them once (after the cache has grown to the window's size). The output frames
-    carry the source frame's properties plus what the bridge says was written, as the native filter's do.
+    clip shifted by each offset the window can take. A fixed VapourSynth frame cache holds the low-resolution frames
+    of the window, so a sequential render computes each of them once. The output frames carry the source frame's
+    properties plus what the bridge says was written, as the native filter's do.
     """
     from vsanimesr import _vsbridge
 
@@ -226,7 +228,12 @@ def _python_upscale(clip: Any, args: dict[str, Any]) -> vs.VideoNode:
     out_fmt = core.get_video_format(bridge.out_format_id)
     template = core.std.BlankClip(clip, width=bridge.out_width, height=bridge.out_height, format=out_fmt.id,
                                   keep=True)
-    shifted = [_shift(clip, d) for d in range(first, last + 1)]
+    # The shifted clips read a private node whose cache holds the window plus the frames requested ahead, so each
+    # source frame is computed once in a sequential render (VapourSynth's automatic cache starts small and would
+    # compute the first ~100 frames ten times over while it grows). A new node, so the user's clip keeps its cache.
+    held = core.std.SetFrameProps(clip, AnimeSRWindow=1)
+    core.std.SetVideoCache(held, mode=1, fixedsize=1, maxsize=last - first + 1 + CACHE_MARGIN + core.num_threads)
+    shifted = [_shift(held, d) for d in range(first, last + 1)]
     render = _Render(bridge, core, out_fmt, first, None if bounded else clip)
     up = core.std.CopyFrameProps(core.std.ModifyFrame(template, shifted, render), clip)
     tags = {k: v for k, v in bridge.frame_props.items() if v is not None}

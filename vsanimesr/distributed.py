@@ -861,7 +861,9 @@ class _Cluster:
             if self.address is None:
                 import torch
 
-                ray.init(num_cpus=self.workers * (1 if gpu else threads),  # type: ignore[operator]
+                # address="local": a new instance even when another local Ray cluster runs (ray.init() would join
+                # it, and refuse num_cpus/num_gpus there).
+                ray.init(address="local", num_cpus=self.workers * (1 if gpu else threads),  # type: ignore[operator]
                          num_gpus=torch.cuda.device_count() if gpu else 0, include_dashboard=False,
                          object_store_memory=_OBJECT_STORE, **quiet)
             else:

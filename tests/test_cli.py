@@ -625,3 +625,26 @@ def test_frames_into_a_non_empty_folder_fails_before_any_work(tmp_path, capsys):
                                        "(pass --overwrite to replace it)")
     assert main(["frames", str(src), str(tmp_path / "new"), "--frames", "3:"]) == 1
     assert _one_error_line(capsys).endswith("which has 1 images (0 to 0)")
+
+
+def test_chunked_run_equals_one_run(tagged_mkv, weights_v2, tmp_path, capsys):
+    """--workers 0: the chunks of vsanimesr.distributed in this process; with FFV1 the same frames as one run, and the
+    same streams, tags, chapters and attachments (joined by video.join_segments)."""
+    common = ["--device", "cpu", "--codec", "ffv1", "--frames", ":16", "--reset-interval", "4", "--warmup", "2",
+              "--audio", "jpn", "-q"]
+    one, chunked = tmp_path / "one.mkv", tmp_path / "chunked.mkv"
+    assert main(["upscale", str(tagged_mkv), str(one), *common]) == 0
+    assert main(["upscale", str(tagged_mkv), str(chunked), *common, "--workers", "0", "--chunk-frames", "8"]) == 0
+    assert _layout(chunked) == _layout(one)
+    assert [s[0] for s in _layout(one)["streams"]] == ["video", "audio", "subtitle", "attachment"]
+
+    def frames(path: Path) -> list:
+        with av.open(str(path)) as c:
+            return [(f.pts, f.to_ndarray().tobytes()) for f in c.decode(video=0)]
+
+    assert len(frames(one)) == 16 and frames(chunked) == frames(one)
+    assert _audio_packets(chunked) == _audio_packets(one)
+    capsys.readouterr()
+    with pytest.raises(SystemExit):
+        main(["upscale", str(tagged_mkv), str(tmp_path / "x.mkv"), "--workers", "-1"])
+    assert "argument --workers: must be >= 0" in capsys.readouterr().err

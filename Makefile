@@ -25,20 +25,15 @@ bootstrap:
 demo: bootstrap
 	$(PY) scripts/demo.py --out "$(OUT)" $(if $(INPUT),--input "$(INPUT)") $(if $(FRAMES),--frames "$(FRAMES)")
 
-# tests/test_distributed.py gets a pytest process of its own: when it drove Ray from the test process, after the rest
-# of the suite had run there (torch/OpenMP threads, forked and spawned workers), Ray's driver died of SIGSEGV. Its Ray
-# runs are now `animesr` commands in processes of their own, so this split is a precaution that could go.
-ISOLATED := tests/test_distributed.py
-
+# scripts/run_tests.py runs each test module in a pytest process of its own and prints one summary line (its
+# docstring says why: native runtimes sharing one process for the whole suite crashed a later fork).
 test:
 	@bash scripts/bootstrap.sh --test-deps
-	$(PY) -m pytest --ignore=$(ISOLATED) $(PYTEST_ARGS) || [ $$? -eq 5 ]  # 5: PYTEST_ARGS selected none here
-	$(PY) -m pytest $(ISOLATED) $(PYTEST_ARGS) || [ $$? -eq 5 ]
+	$(PY) scripts/run_tests.py $(PYTEST_ARGS)
 
 test-fast:
 	@bash scripts/bootstrap.sh --test-deps
-	$(PY) -m pytest -m "not slow" --ignore=$(ISOLATED) $(PYTEST_ARGS) || [ $$? -eq 5 ]
-	$(PY) -m pytest -m "not slow" $(ISOLATED) $(PYTEST_ARGS) || [ $$? -eq 5 ]
+	$(PY) scripts/run_tests.py -m "not slow" $(PYTEST_ARGS)
 
 clean:
 	rm -rf "$(OUT)" build .pytest_cache

@@ -21,14 +21,12 @@ from __future__ import annotations
 
 import argparse
 import os
-import sys
 import time
 from pathlib import Path
 
 os.environ.setdefault("OMP_NUM_THREADS", "1")
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-import numpy as np  # noqa: E402
+import numpy as np  # noqa: E402 - after OMP_NUM_THREADS
 import torch  # noqa: E402
 
 from training.degradations import DegradationConfig, degrade_clip  # noqa: E402

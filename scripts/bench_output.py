@@ -20,17 +20,12 @@ from __future__ import annotations
 
 import argparse
 import os
-import sys
 import time
 from collections.abc import Callable
 from functools import partial
 from pathlib import Path
 
 import numpy as np
-
-REPO = Path(__file__).resolve().parents[1]
-if str(REPO) not in sys.path:
-    sys.path.insert(0, str(REPO))
 
 Row = tuple[str, str, str, float, float, str]  # device, format, row, wall s/frame, CPU s/frame, note
 DEFAULT_FORMATS = ("YUV420P10", "YUV420P8", "YUV444P16", "RGB48", "RGBH", "GRAY16")

@@ -1,4 +1,4 @@
-"""Build AVC-style training clips from your own anime videos: ``training.build_dataset`` run from a checkout.
+"""Build AVC-style training clips from your own anime videos: ``training.build_dataset`` (installed by the set-up).
 
     python scripts/build_dataset.py --videos videos/ --out datasets/mine --clip-len 100
 
@@ -7,13 +7,7 @@
 
 from __future__ import annotations
 
-import sys
-from pathlib import Path
-
-if __package__ in (None, ""):  # run as a file: make the repository importable
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from training.build_dataset import main  # noqa: E402
+from training.build_dataset import main
 
 if __name__ == "__main__":
     raise SystemExit(main())

@@ -52,7 +52,6 @@ def draw_frames() -> np.ndarray:
     """The reference input: (T, 3, H, W) uint8 RGB, planar."""
     import cv2
 
-    sys.path.insert(0, str(REPO))
     from training.synthetic import make_synthetic_cartoon_clip
 
     frames = []

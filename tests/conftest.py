@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import importlib.util
 import os
+import shutil
+import subprocess
 import sys
 from pathlib import Path
 from types import ModuleType
@@ -156,3 +158,63 @@ def pretend_bf16_cpu(monkeypatch: pytest.MonkeyPatch) -> None:
     from vsanimesr.backends import cpu
 
     monkeypatch.setattr(cpu, "bf16_missing", lambda: None)
+
+
+SETTINGS = dict(reset_interval=4, warmup=2)  # periodic restarts at 4 and 8, each led in by 2 warm-up steps
+"""Filter settings of the VapourSynth tests (tiny clips, so restarts must come often)."""
+
+_VPY = """
+import logging, sys
+import numpy as np
+import torch
+import vapoursynth as vs
+sys.path.insert(0, {tests!r})
+from conftest import clip_from  # (conftest sets its own thread count on import: the line below must follow it)
+torch.set_num_threads({threads})  # as in the test process: CPU kernels may sum in another order with another count
+logging.basicConfig(filename={log!r}, level=logging.DEBUG, format="%(message)s", force=True)
+logging.getLogger("vsanimesr").setLevel(logging.DEBUG)
+core = vs.core
+core.num_threads = 4
+{extra}
+data = np.load({npy!r})
+from vsanimesr.vs import upscale_rgb  # the native or the pure-Python filter, as VSANIMESR_IMPLEMENTATION says
+up = upscale_rgb(clip_from(core, data), model="v2", device="cpu", {args})
+order = {order!r}  # output frames in this order (None: as they are)
+(core.std.Splice([up[i] for i in order]) if order else up).set_output()
+"""
+
+
+def run_vspipe(
+    tmp_path: Path, data: np.ndarray, *args: str, extra: str = "", kwargs: str = "reset_interval=4, warmup=2",
+    implementation: str = "native", order: list[int] | None = None,
+):
+    vspipe = Path(sys.executable).with_name("vspipe")
+    if not vspipe.exists():
+        vspipe = Path(shutil.which("vspipe") or "vspipe")
+    np.save(tmp_path / "clip.npy", data)
+    log = tmp_path / "animesr.log"
+    script = tmp_path / "clip.vpy"
+    script.write_text(
+        _VPY.format(
+            tests=str(REPO / "tests"), log=str(log), npy=str(tmp_path / "clip.npy"), extra=extra, args=kwargs,
+            threads=torch.get_num_threads(), order=order,
+        )
+    )
+    # This checkout first; an existing PYTHONPATH is kept after it (e.g. a development copy of vapoursynth).
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")])),
+               OMP_NUM_THREADS="1", VSANIMESR_IMPLEMENTATION=implementation)
+    proc = subprocess.run(
+        [str(vspipe), *args, str(script), str(tmp_path / "out.raw")], capture_output=True, text=True, env=env,
+        timeout=300,
+    )
+    return proc, tmp_path / "out.raw", log
+
+
+def make_frame(h: int, w: int, seed: int = 0) -> np.ndarray:
+    """(3, h, w) float32 RGB: smooth colour gradients, a hard-edged block, noise and values outside [0, 1]."""
+    rng = np.random.default_rng(seed)
+    yy, xx = np.mgrid[0:h, 0:w].astype(np.float32)
+    x = np.stack([0.5 + 0.65 * np.sin(xx / (3 + 2 * c) + yy / (5 + c) + c) for c in range(3)])
+    x[:, h // 4 : h // 2, w // 3 : w // 2] = np.array([0.9, 0.1, 0.3])[:, None, None]
+    x += 0.04 * rng.standard_normal(x.shape)
+    return x.astype(np.float32)

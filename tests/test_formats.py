@@ -14,6 +14,7 @@ from dataclasses import replace
 import numpy as np
 import pytest
 import torch
+from conftest import make_frame
 
 from animesr_tools.metrics import psnr
 from vsanimesr.formats import FORMATS, MATRICES, Converter, Family, OutputSpec, PixelFormat
@@ -24,16 +25,6 @@ vs = pytest.importorskip("vapoursynth")
 core = vs.core
 
 H, W = 46, 62  # even (4:2:0), not a multiple of 4 or 8: edges and mirroring are exercised
-
-
-def make_frame(h: int = H, w: int = W, seed: int = 0) -> np.ndarray:
-    """(3, h, w) float32 RGB: smooth colour gradients, a hard-edged block, noise and values outside [0, 1]."""
-    rng = np.random.default_rng(seed)
-    yy, xx = np.mgrid[0:h, 0:w].astype(np.float32)
-    x = np.stack([0.5 + 0.65 * np.sin(xx / (3 + 2 * c) + yy / (5 + c) + c) for c in range(3)])
-    x[:, h // 4 : h // 2, w // 3 : w // 2] = np.array([0.9, 0.1, 0.3])[:, None, None]
-    x += 0.04 * rng.standard_normal(x.shape)
-    return x.astype(np.float32)
 
 
 def rgbs_clip(data: np.ndarray) -> vs.VideoNode:
@@ -84,7 +75,7 @@ def _specs() -> list[tuple[str, int, bool | None]]:
 
 @pytest.mark.parametrize(("name", "matrix", "full"), _specs())
 def test_every_format_matches_vapoursynth(name: str, matrix: int, full: bool | None) -> None:
-    data = make_frame()
+    data = make_frame(H, W)
     spec = OutputSpec(FORMATS[name], matrix=matrix, full_range=full)
     fmt = spec.format
     ours = [p.numpy() for p in Converter(spec, (H, W))(torch.from_numpy(data))]
@@ -110,7 +101,7 @@ def test_every_format_matches_vapoursynth(name: str, matrix: int, full: bool | N
 
 
 def test_float_output_is_unclamped_unless_asked() -> None:
-    data = make_frame()
+    data = make_frame(H, W)
     assert data.min() < 0 and data.max() > 1  # the frame really has out-of-range values
     t = torch.from_numpy(data)
     rgbs = Converter(OutputSpec(FORMATS["RGBS"]), (H, W))(t)
@@ -122,7 +113,7 @@ def test_float_output_is_unclamped_unless_asked() -> None:
 
 
 def test_gray_is_the_luma_of_yuv_with_the_same_matrix() -> None:
-    data = torch.from_numpy(make_frame())
+    data = torch.from_numpy(make_frame(H, W))
     for m in (1, 5, 9):
         gray = Converter(OutputSpec(FORMATS["GRAY10"], matrix=m), (H, W))(data)[0]
         y = Converter(OutputSpec(FORMATS["YUV444P10"], matrix=m), (H, W))(data)[0]
@@ -136,7 +127,7 @@ def test_gray_is_the_luma_of_yuv_with_the_same_matrix() -> None:
 
 @pytest.mark.parametrize("matrix", [4, 5, 7])
 def test_other_matrices_match_vapoursynth(matrix: int) -> None:
-    data = make_frame()
+    data = make_frame(H, W)
     spec = OutputSpec(FORMATS["YUV444P16"], matrix=matrix)
     ours = Converter(spec, (H, W))(torch.from_numpy(data))
     for o, r in zip(ours, reference(data, spec), strict=True):
@@ -144,7 +135,7 @@ def test_other_matrices_match_vapoursynth(matrix: int) -> None:
 
 
 def test_writes_into_strided_vapoursynth_planes() -> None:
-    data = make_frame()
+    data = make_frame(H, W)
     spec = OutputSpec(FORMATS["YUV420P10"])
     frame = core.std.BlankClip(width=W, height=H, format=vs.YUV420P10, length=1).get_frame(0).copy()
     dst = [np.asarray(frame[p]) for p in range(3)]
@@ -164,7 +155,7 @@ def test_writes_into_strided_vapoursynth_planes() -> None:
 
 
 def test_outscale_resize_then_convert_matches_vapoursynth() -> None:
-    data = make_frame()
+    data = make_frame(H, W)
     for size in ((30, 40), (70, 94)):  # down by a non-integer factor, and up
         spec = OutputSpec(FORMATS["YUV444P10"], matrix=1)
         ours = Converter(spec, size, src_size=(H, W))(torch.from_numpy(data))
@@ -177,7 +168,7 @@ def test_outscale_resize_then_convert_matches_vapoursynth() -> None:
 
 @pytest.mark.parametrize("kernel", ["spline36", "bicubic", "bilinear"])
 def test_resampler_matches_core_resize(kernel: str) -> None:
-    data = make_frame()
+    data = make_frame(H, W)
     clip = rgbs_clip(data)
     for h, w in ((23, 31), (12, 62), (46, 20), (92, 124), (184, 248), (61, 83), (9, 11)):
         ref = np.stack(frame_planes(getattr(core.resize, kernel.capitalize())(clip, w, h)))
@@ -192,7 +183,7 @@ def test_taps_choose_the_strided_path_for_integer_downscales() -> None:
     t = taps(W, 47)
     np.testing.assert_allclose(t.weights.sum(axis=1), 1.0, rtol=0, atol=1e-12)
     # Both paths give the same result where both apply: downscale by 2 strided vs. a gathered equivalent.
-    x = torch.from_numpy(make_frame())
+    x = torch.from_numpy(make_frame(H, W))
     strided = Resampler((H, W), (H // 2, W // 2))(x)
     gathered = Resampler((H, W), (H // 2, W // 2))
     for axis in gathered._axes:
@@ -213,7 +204,6 @@ def test_taps_choose_the_strided_path_for_integer_downscales() -> None:
         (lambda: PixelFormat.parse("RGB25"), "RGB bits must be 3 x bits"),
         (lambda: OutputSpec(FORMATS["YUV420P10"], matrix=2), r"matrix must be one of \[1, 4, 5, 6, 7, 9\].*got 2"),
         (lambda: OutputSpec(FORMATS["YUV420P10"], matrix=True), "matrix must be one of"),
-        (lambda: OutputSpec(FORMATS["GRAYS"], full_range=False), "GRAYS is float and always full range"),
         (lambda: OutputSpec("YUV420P10"), "format must be a PixelFormat"),
         (lambda: Converter(OutputSpec(FORMATS["YUV420P8"]), (45, 62)), "YUV420P8 needs a size divisible"),
         (lambda: Converter(OutputSpec(FORMATS["RGB24"]), (H, W))(torch.zeros(3, H, W + 1)),
@@ -233,7 +223,7 @@ def test_bad_arguments_name_function_argument_and_value(make, match: str) -> Non
 
 def test_writer_rejects_wrong_destination_planes() -> None:
     writer = PlaneWriter(OutputSpec(FORMATS["YUV420P8"]), (H, W))
-    rgb = torch.from_numpy(make_frame())
+    rgb = torch.from_numpy(make_frame(H, W))
     good = [np.zeros(s, np.uint8) for s in writer.plane_shapes]
     msg = r"dst\[1\] must be a \(23, 31\) uint8 array, got \(\(23, 31\), dtype\('uint16'\)\)"
     with pytest.raises(ValueError, match=msg):

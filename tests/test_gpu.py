@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from conftest import clip_from, planes, smooth_frames
+from conftest import clip_from, make_frame, planes, smooth_frames
 
 from animesr_tools.metrics import psnr
 from vsanimesr.engine import AnimeSR
@@ -193,8 +193,6 @@ def test_gan_stage_on_cuda_single_process_and_torchrun_nccl(tmp_path: Path) -> N
 def test_device_formats_match_the_cpu_for_every_format() -> None:
     """The conversion is the same arithmetic on the GPU: integers within 1 LSB (FMA contraction may move a tie),
     all but a few in a thousand identical; half and float to rounding."""
-    from test_formats import make_frame
-
     from vsanimesr.formats import FORMATS, Converter, OutputSpec
 
     h, w = 92, 124
@@ -217,8 +215,6 @@ def test_pinned_writer_overlaps_copies_without_per_frame_allocation(core) -> Non
     """start(n + 1) is queued before finish(n), into strided VapourSynth planes: every frame arrives intact, through
     two pinned slots that are reused (no allocation per frame)."""
     vs = pytest.importorskip("vapoursynth")
-    from test_formats import make_frame
-
     from vsanimesr.formats import FORMATS, OutputSpec
     from vsanimesr.staging import PlaneWriter
 

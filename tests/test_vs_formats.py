@@ -11,8 +11,7 @@ import random
 import numpy as np
 import pytest
 import torch
-from conftest import H, N, W, clip_from, smooth_frames
-from test_vs_plugin import SETTINGS, run_vspipe
+from conftest import SETTINGS, H, N, W, clip_from, run_vspipe, smooth_frames
 
 from vsanimesr.formats import Converter, OutputSpec, PixelFormat
 
@@ -88,6 +87,23 @@ def test_range_argument_uses_vapoursynth_constants(core, rgbs):  # noqa: ANN001
     np.testing.assert_array_equal(limited, np.round(y.numpy() * 876 + 64))
 
 
+@pytest.mark.parametrize("fmt", [vs.YUV444PS, vs.GRAYH])
+def test_float_output_range_is_a_tag_only(core, fmt):  # noqa: ANN001
+    """Float samples stay normalised in either range (as core.resize treats float YUV); range sets _Range, the
+    range vsjetpack restores on the way back to integers. Unset, YUV/GRAY are tagged limited as integers are."""
+    clip = clip_from(core, smooth_frames())
+    kw = dict(model="v2", device="cpu", format=fmt, **SETTINGS)
+    frames = {r: core.animesr.Upscale(clip, **kw, **({} if r is None else {"range": int(r)})).get_frame(2)
+              for r in (None, vs.RANGE_LIMITED, vs.RANGE_FULL)}  # fmt: skip
+    assert [frames[r].props["_Range"] for r in frames] == [int(vs.RANGE_LIMITED), int(vs.RANGE_LIMITED),
+                                                          int(vs.RANGE_FULL)]
+    for r in (vs.RANGE_LIMITED, vs.RANGE_FULL):
+        for a, b in zip(frame_planes(frames[r]), frame_planes(frames[None]), strict=True):
+            np.testing.assert_array_equal(a, b)
+    y = frame_planes(frames[None])[0].astype(np.float64)
+    assert 0.0 <= y.min() and y.max() <= 1.0 and y.max() > 0.5  # normalised, not limited codes
+
+
 @pytest.mark.parametrize("order", ["reversed", "shuffled"])
 def test_any_request_order_is_bitwise_equal_to_sequential_in_yuv420p10(core, order):  # noqa: ANN001
     core.num_threads = 4
@@ -137,8 +153,6 @@ def test_outscale_resizes_on_the_device_before_the_conversion(core, rgbs):  # no
         ({"format": vs.YUV420P10, "range": 7},
          f"range=7: must be vs.RANGE_LIMITED \\({int(vs.RANGE_LIMITED)}\\) or "
          f"vs.RANGE_FULL \\({int(vs.RANGE_FULL)}\\)"),
-        ({"format": vs.GRAYS, "range": int(vs.RANGE_LIMITED)},
-         f"range={int(vs.RANGE_LIMITED)}: format GrayS is float, which is always full range"),
         ({"transfer": 3}, "transfer=3: must be an H.273 code"),
         ({"primaries": 0}, "primaries=0: must be an H.273 code"),
         ({"format": vs.YUV420P10, "outscale": 1.3}, r"outscale=1.3: gives a 31x21 frame, but format=YUV420P10 needs"),

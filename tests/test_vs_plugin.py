@@ -20,12 +20,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from conftest import H, N, W, assert_conforms, clip_from, planes, smooth_frames
+from conftest import SETTINGS, H, N, W, assert_conforms, clip_from, planes, run_vspipe, smooth_frames
 
 vs = pytest.importorskip("vapoursynth")
 
 REPO = Path(__file__).resolve().parents[1]
-SETTINGS = dict(reset_interval=4, warmup=2)  # periodic restarts at 4 and 8, each led in by 2 warm-up steps
 IMPLEMENTATIONS = ("native", "python")
 
 
@@ -108,53 +107,6 @@ def test_concurrent_requests_and_two_instances(vs_core, upscale, reference):
     for n, fut in futs[:N]:
         np.testing.assert_array_equal(planes(fut.result()), reference["smooth"][n])
     assert all(planes(f.result()).shape == (3, 4 * H, 4 * W) for _, f in futs[N:])
-
-
-_VPY = """
-import logging, sys
-import numpy as np
-import torch
-import vapoursynth as vs
-sys.path.insert(0, {tests!r})
-from conftest import clip_from  # (conftest sets its own thread count on import: the line below must follow it)
-torch.set_num_threads({threads})  # as in the test process: CPU kernels may sum in another order with another count
-logging.basicConfig(filename={log!r}, level=logging.DEBUG, format="%(message)s", force=True)
-logging.getLogger("vsanimesr").setLevel(logging.DEBUG)
-core = vs.core
-core.num_threads = 4
-{extra}
-data = np.load({npy!r})
-from vsanimesr.vs import upscale_rgb  # the native or the pure-Python filter, as VSANIMESR_IMPLEMENTATION says
-up = upscale_rgb(clip_from(core, data), model="v2", device="cpu", {args})
-order = {order!r}  # output frames in this order (None: as they are)
-(core.std.Splice([up[i] for i in order]) if order else up).set_output()
-"""
-
-
-def run_vspipe(
-    tmp_path: Path, data: np.ndarray, *args: str, extra: str = "", kwargs: str = "reset_interval=4, warmup=2",
-    implementation: str = "native", order: list[int] | None = None,
-):
-    vspipe = Path(sys.executable).with_name("vspipe")
-    if not vspipe.exists():
-        vspipe = Path(shutil.which("vspipe") or "vspipe")
-    np.save(tmp_path / "clip.npy", data)
-    log = tmp_path / "animesr.log"
-    script = tmp_path / "clip.vpy"
-    script.write_text(
-        _VPY.format(
-            tests=str(REPO / "tests"), log=str(log), npy=str(tmp_path / "clip.npy"), extra=extra, args=kwargs,
-            threads=torch.get_num_threads(), order=order,
-        )
-    )
-    # This checkout first; an existing PYTHONPATH is kept after it (e.g. a development copy of vapoursynth).
-    env = dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")])),
-               OMP_NUM_THREADS="1", VSANIMESR_IMPLEMENTATION=implementation)
-    proc = subprocess.run(
-        [str(vspipe), *args, str(script), str(tmp_path / "out.raw")], capture_output=True, text=True, env=env,
-        timeout=300,
-    )
-    return proc, tmp_path / "out.raw", log
 
 
 def test_vspipe_r8_four_threads_bitwise_and_counted_steps(upscale, reference, tmp_path):

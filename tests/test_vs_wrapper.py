@@ -112,6 +112,68 @@ def test_output_format_and_outscale(vs_core):
     assert (up.format.id, up.width, up.height) == (vs.YUV420P10, 48, 32)
 
 
+def structured_yuv(core, fmt: int, **props):  # noqa: ANN001, ANN201
+    """A small YUV clip with edges and colour, tagged as a decoder tags it."""
+    from conftest import clip_from, smooth_frames
+
+    rgb = clip_from(core, smooth_frames(4))
+    yuv = core.resize.Bicubic(rgb, format=fmt, matrix=1, range=vs.RANGE_LIMITED)
+    return core.std.SetFrameProps(yuv, **{"_Matrix": 1, "_Range": vs.RANGE_LIMITED, **props})
+
+
+@pytest.mark.parametrize("fmt", [vs.YUV420P10, vs.YUV420P8, vs.GRAY16, vs.RGB30, vs.YUV444PS])
+def test_output_conversion_runs_in_the_filter(vs_core, monkeypatch, fmt):
+    """The wrapper hands format/matrix/range to the filter (the conversion runs on the engine's device, only the
+    final planes reach the host) and its planes match core.resize on the x4 RGBS: Y within 1 LSB."""
+    import vsanimesr.vs as vsmod
+
+    calls = []
+    real = vsmod.upscale_rgb
+
+    def spy(clip, **kwargs):  # noqa: ANN001, ANN003, ANN202
+        calls.append(kwargs)
+        return real(clip, **kwargs)
+
+    monkeypatch.setattr(vsmod, "upscale_rgb", spy)
+    src = structured_yuv(vs_core, vs.YUV420P10, _ChromaLocation=vs.CHROMA_LEFT)
+    up = vsmod.upscale(src, format=fmt, **KW)
+    assert calls[-1]["format"] == fmt and calls[-1]["range"] == (vs.RANGE_FULL if fmt == vs.RGB30
+                                                                 else vs.RANGE_LIMITED)
+    rgbs = vsmod.upscale(src, format=vs.RGBS, **KW)
+    clamped = vs_core.std.Expr(rgbs, "x 0 max 1 min")
+    out_fmt = vs_core.get_video_format(fmt)
+    rgb_out = out_fmt.color_family == vs.RGB
+    levels = {"range": vs.RANGE_FULL} if rgb_out else {"matrix": 1, "range": vs.RANGE_LIMITED}
+    ref = vs_core.resize.Point(clamped if out_fmt.sample_type == vs.INTEGER else rgbs, format=fmt, **levels)
+    for n in (0, 3):
+        a, b = up.get_frame(n), ref.get_frame(n)
+        y, ry = np.asarray(a[0]).astype(np.float64), np.asarray(b[0]).astype(np.float64)
+        assert np.abs(y - ry).max() <= (1 if out_fmt.sample_type == vs.INTEGER else 1e-5), n
+        assert a.props["_Matrix"] == (0 if rgb_out else 1)
+        assert a.props["_Range"] == (vs.RANGE_FULL if rgb_out else vs.RANGE_LIMITED)
+        if out_fmt.subsampling_w:
+            assert a.props["_ChromaLocation"] == vs.CHROMA_LEFT
+
+
+def test_output_conversion_falls_back_to_core_resize(vs_core, monkeypatch):
+    """Top-left chroma (the filter sites it left) and an explicit dither_type convert with core.resize."""
+    import vsanimesr.vs as vsmod
+
+    calls = []
+    real = vsmod.upscale_rgb
+    monkeypatch.setattr(vsmod, "upscale_rgb", lambda clip, **kw: calls.append(kw) or real(clip, **kw))
+    top_left = structured_yuv(vs_core, vs.YUV420P10, _ChromaLocation=vs.CHROMA_TOP_LEFT)
+    up = vsmod.upscale(top_left, **KW)
+    assert "format" not in calls[-1] and up.get_frame(1).props["_ChromaLocation"] == vs.CHROMA_TOP_LEFT
+    left = structured_yuv(vs_core, vs.YUV420P8, _ChromaLocation=vs.CHROMA_LEFT)
+    dithered = vsmod.upscale(left, dither_type="error_diffusion", **KW)
+    assert "format" not in calls[-1]
+    rounded = vsmod.upscale(left, **KW)
+    assert calls[-1]["format"] == vs.YUV420P8
+    a, b = (np.asarray(c.get_frame(2)[0]).astype(int) for c in (dithered, rounded))
+    assert np.abs(a - b).max() <= 1 and (a != b).any()  # error diffusion moves some codes by one
+
+
 def test_wrapper_errors(vs_core):
     from vsanimesr import upscale
 
@@ -271,3 +333,20 @@ def test_build_switch(tmp_path):
                     env=_build_env(VSANIMESR_BUILD_PLUGIN="1", CC="/bin/false"), cwd=src)
     assert required.returncode != 0
     assert not list((tmp_path / "req").glob("*.whl"))
+
+
+def test_to_rgb_reads_the_clip_as_upscale_does(vs_core):
+    """upscale_rgb(to_rgb(clip), format=...) is upscale(clip, format=...) for a script that picks the output colour."""
+    from vsanimesr import to_rgb, upscale, upscale_rgb
+
+    src = structured_yuv(vs_core, vs.YUV420P10, _ChromaLocation=vs.CHROMA_LEFT)
+    a = upscale(src, format=vs.YUV420P10, **KW)
+    b = upscale_rgb(to_rgb(src), format=vs.YUV420P10, matrix=1, range=vs.RANGE_LIMITED, **KW)
+    for n in (0, 3):
+        for p in range(3):
+            np.testing.assert_array_equal(np.asarray(a.get_frame(n)[p]), np.asarray(b.get_frame(n)[p]))
+    assert to_rgb(src, fp16=True).format.id == vs.RGBH
+    with pytest.raises(vs.Error, match=r"^vsanimesr\.to_rgb: range='tv' must be 'full' or 'limited'"):
+        to_rgb(src, range="tv")
+    with pytest.raises(vs.Error, match=r"^vsanimesr\.to_rgb: clip must be a vapoursynth.VideoNode, got str"):
+        to_rgb("clip.mkv")  # type: ignore[arg-type]

@@ -4,7 +4,7 @@ vsjetpack (vstools, vskernels) keeps ``_Range`` on float clips as the range to r
 while VapourSynth's resizers treat float YUV as normalised full scale. Each chain below starts from an integer
 source (8, 10 or 16 bits, limited range with left chroma or full range with top-left chroma, every tag set as a
 decoder sets them), goes through vsjetpack and AnimeSR, and comes back to the source's format. Its frames must
-match the direct integer path ``vsanimesr.upscale(src)`` within 1 code value at 8 bits (dithering decides the last
+match the direct integer path ``vsanimesr.upscale(src)`` within 1 code value at 8 bits (rounding decides the last
 one) and carry the source's ``_Matrix``, ``_Transfer``, ``_Primaries``, ``_Range`` and ``_ChromaLocation``.
 
 vsjetpack and vapoursynth-resize2 are in the ``test`` extra, so these tests never skip in CI.
@@ -17,7 +17,7 @@ import functools
 import numpy as np
 import pytest
 import vapoursynth as vs
-from test_vs_plugin import clip_from, smooth_frames
+from conftest import clip_from, smooth_frames
 from vskernels import Catrom, Hermite
 from vstools import ChromaLocation, Matrix, Range, depth, finalize_clip, initialize_clip
 
@@ -134,3 +134,15 @@ def test_the_issue_example_keeps_its_contrast():
     rlo, rhi = (np.asarray(ref.get_frame(1)[0]).min(), np.asarray(ref.get_frame(1)[0]).max())
     assert abs(int(lo) - int(rlo)) <= 1 and abs(int(hi) - int(rhi)) <= 1, ((lo, hi), (rlo, rhi))
     assert int(tags(out)["_Range"]) == vs.RANGE_LIMITED
+
+
+@pytest.mark.parametrize("bits", [8, 10, 16])
+def test_filter_float_yuv_output_restores_limited_levels(core, bits):
+    """core.animesr.Upscale writing float YUV tags it limited by default (its samples stay normalised), so
+    vstools.depth returns the levels of the integer path."""
+    src = source(bits, "limited")
+    rgb = Catrom().resample(src, vs.RGBS)
+    up = core.animesr.Upscale(rgb, format=vs.YUV420PS, **KW)
+    up = core.std.SetFrameProps(up, _Transfer=1, _Primaries=1)  # the RGB step dropped them; a script passes them on
+    assert int(tags(up)["_Range"]) == vs.RANGE_LIMITED
+    assert_matches_direct(depth(up, bits), bits, "limited", planes=(0,))

@@ -12,8 +12,8 @@ from vsanimesr.loader import ModelInfo, WeightsError, load_model, load_state_dic
 if TYPE_CHECKING:
     from vsanimesr.engine import AnimeSR
 
-__all__ = ["AnimeSR", "AnimeSRNet", "ModelInfo", "WeightsError", "load_model", "load_state_dict", "upscale",
-           "upscale_rgb"]
+__all__ = ["AnimeSR", "AnimeSRNet", "ModelInfo", "WeightsError", "load_model", "load_state_dict", "to_rgb",
+           "upscale", "upscale_rgb"]
 __version__ = "0.1.0"
 
 # VapourSynth routes Python logging into its own log at every level, so under vspipe a library logger at NOTSET
@@ -30,7 +30,7 @@ def __getattr__(name: str) -> Any:
         from vsanimesr.engine import AnimeSR
 
         return AnimeSR
-    if name in ("upscale", "upscale_rgb"):
+    if name in ("to_rgb", "upscale", "upscale_rgb"):
         from vsanimesr import vs
 
         return getattr(vs, name)

@@ -282,9 +282,6 @@ def resolve_output(output: dict[str, Any], clip_format: str) -> Output:
             raise OptionError("range", rng, f"must be vs.RANGE_LIMITED ({int(vs.RANGE_LIMITED)}) or vs.RANGE_FULL "
                               f"({int(vs.RANGE_FULL)})")
         full = choices[rng]
-        if pixel.is_float and not full:
-            raise OptionError("range", rng, f"format {vf.name} is float, which is always full range "
-                              f"(vs.RANGE_FULL = {int(vs.RANGE_FULL)})")
     for name, codes in (("transfer", TRANSFERS), ("primaries", PRIMARIES)):
         value = output.get(name)
         if value is not None and value not in codes:

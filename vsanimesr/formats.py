@@ -12,7 +12,9 @@ The arithmetic is VapourSynth's (zimg's), so output matches ``core.resize`` on t
   ``core.resize`` does for RGB -> GRAY). On grey content (R = G = B) it is the grey value for every matrix.
 * Integers: limited range scales luma/RGB to 16..235 and chroma to 16..240 around 128 (times 2^(bits-8)); full range
   uses 0..2^bits-1, chroma centred on 2^(bits-1). Rounding is to nearest (ties to even), then clamped to the code range.
-* Float formats are full range (chroma centred on 0); half floats round to nearest even.
+* Float samples are normalised whatever the range (Y/RGB 0..1, chroma centred on 0: what ``core.resize`` reads and
+  writes); for them ``full_range`` is only the tag of the range to restore when the clip goes back to integers (how
+  vsjetpack reads ``_Range`` on float clips). Half floats round to nearest even.
 * Chroma subsampling resamples U and V with Spline36 (:mod:`vsanimesr.resample`, the same kernel as
   ``core.resize.Spline36``) at *left* siting: chroma samples sit on the even luma columns and halfway between luma
   rows (H.273 chroma location type 0, VapourSynth's ``_ChromaLocation = 0``, the MPEG-2/H.264/HEVC default).
@@ -180,8 +182,8 @@ class OutputSpec:
     Args:
         format: the :class:`PixelFormat` to write.
         matrix: H.273 matrix code for YUV and GRAY (:data:`MATRICES`); default 1 (BT.709). Ignored for RGB.
-        full_range: None = limited for integer YUV/GRAY, full for RGB and every float format. Float formats are
-            always full range (True or None only).
+        full_range: None = limited for YUV/GRAY, full for RGB. For float formats it changes no sample, only the
+            range the output is tagged with (the range to restore on the way back to integers).
         clamp: clamp RGB to [0, 1] before converting. None = on for integer formats (required), off for float
             formats (the float output stays the network's unclamped values, as RGBS/RGBH did before).
     """
@@ -198,11 +200,7 @@ class OutputSpec:
             raise ValueError(f"OutputSpec: format must be a PixelFormat, got {fmt!r}")
         if not isinstance(self.matrix, int) or isinstance(self.matrix, bool) or self.matrix not in MATRICES:
             raise ValueError(f"OutputSpec: matrix must be one of {sorted(MATRICES)} (H.273 codes), got {self.matrix!r}")
-        full = self.full_range
-        if full is None:
-            full = fmt.is_float or fmt.family == Family.RGB
-        elif fmt.is_float and not full:
-            raise ValueError(f"OutputSpec: {fmt.name} is float and always full range; got full_range=False")
+        full = fmt.family == Family.RGB if self.full_range is None else self.full_range
         object.__setattr__(self, "full_range", bool(full))
         object.__setattr__(self, "clamp", (not fmt.is_float) if self.clamp is None else bool(self.clamp))
         kr, kb = MATRICES[self.matrix]

@@ -183,8 +183,9 @@ class OutputArgs:
 
     They belong to the VapourSynth layer (the bridge validates them with VapourSynth's own constants and maps them to
     :class:`vsanimesr.formats.OutputSpec`), not to the engine, so they are declared here only for the filter's
-    generated argument list. Unset means: the input's format (RGBS/RGBH), BT.709, limited range for integer YUV/GRAY
-    (full for RGB and float), and the source frame's own ``_Transfer``/``_Primaries``.
+    generated argument list. Unset means: the input's format (RGBS/RGBH), BT.709, limited range for YUV/GRAY (full for
+    RGB; float samples are normalised in either range, which is then only the ``_Range`` tag, as vsjetpack reads it),
+    and the source frame's own ``_Transfer``/``_Primaries``.
     """
 
     format: int | None = _opt(None, "VapourSynth format id of the output, e.g. vs.YUV420P10 (RGB, YUV 4:4:4/4:2:2/"
@@ -192,7 +193,8 @@ class OutputArgs:
     matrix: int | None = _opt(None, "H.273 matrix (_Matrix) for YUV and GRAY output: 1 BT.709 (default), 4 FCC, "
                                     "5/6 BT.601, 7 SMPTE 240M, 9 BT.2020 NCL", vs_type="int")
     range: int | None = _opt(None, "vs.RANGE_LIMITED or vs.RANGE_FULL (the _Range values); default limited for "
-                                   "integer YUV/GRAY, full for RGB and float", vs_type="int")
+                                   "YUV/GRAY, full for RGB; float output stays normalised and is only tagged",
+                             vs_type="int")
     transfer: int | None = _opt(None, "H.273 transfer characteristics to tag (_Transfer); default: the source's",
                                 vs_type="int")
     primaries: int | None = _opt(None, "H.273 colour primaries to tag (_Primaries); default: the source's",

@@ -39,8 +39,8 @@ import vapoursynth as vs
 
 from vsanimesr.options import FIELDS, OUTPUT_FIELDS, OptionError, Options
 
-__all__ = ["IMPLEMENTATION_ENV", "IMPLEMENTATIONS", "resolve_implementation", "upscale", "upscale_rgb",
-           "window_offsets"]
+__all__ = ["IMPLEMENTATION_ENV", "IMPLEMENTATIONS", "device_output", "resolve_implementation", "to_rgb",
+           "upscale", "upscale_rgb", "window_offsets"]
 
 log = logging.getLogger("vsanimesr.vs")
 
@@ -317,6 +317,69 @@ def _colour(
     return _Colour(mat, trc, prim, loc, r_in, r_out)
 
 
+def _to_rgb(clip: vs.VideoNode, c: _Colour, *, fp16: bool) -> vs.VideoNode:
+    """RGBS (RGBH when ``fp16`` or already RGBH), full range. Float input is normalised whatever its range (the
+    resizers ignore range_in for it)."""
+    rgb_fmt = vs.RGBH if fp16 or clip.format.id == vs.RGBH else vs.RGBS
+    if clip.format.id == rgb_fmt:
+        return clip
+    if clip.format.color_family == vs.RGB:
+        return vs.core.resize.Point(clip, format=rgb_fmt, range_in=c.range_in, range=vs.RANGE_FULL)
+    loc = {} if c.chromaloc is None else {"chromaloc_in": c.chromaloc}
+    return vs.core.resize.Bicubic(clip, format=rgb_fmt, matrix_in=c.matrix, range_in=c.range_in, **loc)
+
+
+def to_rgb(
+    clip: vs.VideoNode,
+    *,
+    matrix: int | None = None,
+    chromaloc: int | None = None,
+    range: str | None = None,  # noqa: A002 - "full" or "limited"
+    fp16: bool = False,
+) -> vs.VideoNode:
+    """``clip`` as RGBS (RGBH with ``fp16``) for ``upscale_rgb``, read with the same properties and defaults as
+    :func:`upscale` reads them (``matrix``, ``chromaloc`` and ``range`` override the clip's).
+
+    For scripts that choose the output colour themselves: ``upscale_rgb(to_rgb(clip), format=vs.YUV420P10,
+    matrix=1, ...)`` converts at low resolution on the way in and on the engine's device on the way out.
+    """
+    func = "vsanimesr.to_rgb"
+    if not isinstance(clip, vs.VideoNode):
+        raise vs.Error(f"{func}: clip must be a vapoursynth.VideoNode, got {type(clip).__name__}")
+    if clip.format is None or clip.format.id == vs.NONE or clip.format.color_family not in (vs.YUV, vs.GRAY, vs.RGB):
+        raise vs.Error(f"{func}: clip: need a constant YUV, GRAY or RGB format, got "
+                       f"{'variable' if clip.format is None else clip.format.name}")
+    try:
+        c = _colour(clip, clip.format, matrix=matrix, transfer=None, primaries=None, chromaloc=chromaloc,
+                    range=range)
+    except vs.Error as e:
+        raise vs.Error(str(e).replace(_FUNC, func, 1)) from None
+    return _to_rgb(clip, c, fp16=bool(fp16))
+
+
+def device_output(out_fmt: vs.VideoFormat, colour: _Colour) -> dict[str, int] | None:
+    """The filter's output arguments that write ``out_fmt`` as ``colour`` says, or None where only ``core.resize``
+    can (chroma not sited left, a matrix the filter does not know, a format it cannot write).
+
+    Converting on the engine's device means only the final planes cross to the host; at x4 the conversion on the
+    host costs more than the network on a GPU (the filter's ``format`` argument, :mod:`vsanimesr.formats`).
+    """
+    from vsanimesr.formats import MATRICES, Family, PixelFormat
+
+    try:
+        pixel = PixelFormat(Family(out_fmt.color_family.name), out_fmt.bits_per_sample,
+                            out_fmt.sample_type == vs.FLOAT, out_fmt.subsampling_w, out_fmt.subsampling_h)
+    except ValueError:
+        return None
+    is_rgb = pixel.family == Family.RGB
+    subsampled = pixel.ss_w or pixel.ss_h
+    if not is_rgb and colour.matrix not in MATRICES:
+        return None
+    if subsampled and colour.chromaloc not in (None, int(vs.CHROMA_LEFT)):
+        return None
+    return {"format": out_fmt.id, "matrix": None if is_rgb else colour.matrix, "range": int(colour.range_out)}
+
+
 def _resolve_format(fmt: Any, clip: vs.VideoNode) -> vs.VideoFormat:
     if fmt is None:
         return clip.format
@@ -335,7 +398,7 @@ def upscale(
     primaries: int | None = None,
     chromaloc: int | None = None,
     range: str | None = None,  # noqa: A002 - "full" or "limited"
-    dither_type: str = "error_diffusion",
+    dither_type: str | None = None,
     implementation: str | None = None,
     **options: Any,
 ) -> vs.VideoNode:
@@ -346,6 +409,9 @@ def upscale(
     ``matrix``, ``transfer``, ``primaries``, ``chromaloc`` (H.273 codes / VapourSynth's chroma locations, as in the
     frame properties) and ``range`` (``"full"`` or ``"limited"``) override the clip's properties; see the module
     docstring for levels and tags. Compute runs in RGBH when the input is RGBH or ``fp16`` is true, else RGBS.
+    The output conversion runs inside the filter, on the engine's device (:func:`device_output`), whenever it can
+    write the result (chroma sited left, a matrix it knows, no ``dither_type``); otherwise ``core.resize`` converts
+    the x4 RGB with ``dither_type`` (default ``"none"``: rounding, as the filter does).
     ``implementation`` picks the native or the pure-Python filter (:func:`resolve_implementation`).
     """
     try:
@@ -367,24 +433,17 @@ def upscale(
     impl = resolve_implementation(implementation, func=_FUNC)
     c = _colour(clip, out_fmt, matrix=matrix, transfer=transfer, primaries=primaries, chromaloc=chromaloc,
                 range=range)
-    rgb_fmt = vs.RGBH if opts.fp16 is True or fmt.id == vs.RGBH else vs.RGBS
     log.debug("%s: %s %s -> %s via %s", _FUNC, fmt.name, c, out_fmt.name, impl)
     core = vs.core
+    rgb = _to_rgb(clip, c, fp16=opts.fp16 is True)
 
-    # To RGB float. Float input is normalised whatever its range (the resizers ignore range_in for it).
-    if fmt.id == rgb_fmt:
-        rgb = clip
-    elif fmt.color_family == vs.RGB:
-        rgb = core.resize.Point(clip, format=rgb_fmt, range_in=c.range_in, range=vs.RANGE_FULL)
-    else:
-        loc = {} if c.chromaloc is None else {"chromaloc_in": c.chromaloc}
-        rgb = core.resize.Bicubic(clip, format=rgb_fmt, matrix_in=c.matrix, range_in=c.range_in, **loc)
-
-    up = upscale_rgb(rgb, implementation=impl,
-                     **{k: v for k, v in opts.as_dict().items() if options.get(k) is not None})
+    set_options = {k: v for k, v in opts.as_dict().items() if options.get(k) is not None}
+    output = device_output(out_fmt, c) if dither_type is None else None
+    up = upscale_rgb(rgb, implementation=impl, **set_options, **(output or {}))
 
     # Back to the requested format, coded in (integer) or tagged with (float) the output range.
-    if out_fmt.id == up.format.id and c.range_out == vs.RANGE_FULL:
+    dither_type = dither_type or "none"
+    if output is not None or (out_fmt.id == up.format.id and c.range_out == vs.RANGE_FULL):
         out = up
     elif out_fmt.color_family == vs.RGB:
         out = core.resize.Point(up, format=out_fmt.id, range=c.range_out, dither_type=dither_type)

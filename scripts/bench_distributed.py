@@ -144,7 +144,7 @@ def components(width: int, height: int, *, codec: str, frames: int, tmp: Path) -
     import av
 
     from vsanimesr.distributed import index_video
-    from vsanimesr.video import CODECS, Encoding, _encoder_frame, _open_encoder
+    from vsanimesr.video import CODECS, Encoding, FrameEncoder, _open_encoder
 
     rows = []
     src = tmp / "components.mp4"
@@ -169,8 +169,9 @@ def components(width: int, height: int, *, codec: str, frames: int, tmp: Path) -
         t0 = time.perf_counter()
         with av.open(str(path), "w") as out:  # the CLI's own encoder set-up and frame conversion
             st = _open_encoder(out, Encoding(name), rate=Fraction(24), time_base=Fraction(1, 24), size=(h4, w4))
+            encode_frame = FrameEncoder(spec, (h4, w4))
             for i in range(enc_frames):
-                vf = _encoder_frame(base[i % 16 : i % 16 + h4, i % 16 : i % 16 + w4], spec, (h4, w4))
+                vf = encode_frame(base[i % 16 : i % 16 + h4, i % 16 : i % 16 + w4])
                 vf.pts = i
                 out.mux(st.encode(vf))
             out.mux(st.encode(None))

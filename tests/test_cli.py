@@ -25,8 +25,10 @@ from PIL import Image
 from vsanimesr.cli import build_parser, flag, main
 from vsanimesr.options import FIELDS
 from vsanimesr.video import (
+    CODECS,
     Crop,
     Encoding,
+    FrameEncoder,
     FrameRange,
     Tracks,
     VideoError,
@@ -181,6 +183,58 @@ def test_sizes_and_quantisation():
     x = np.array([-0.2, 0.0, 0.5, 1.0, 1.3], np.float32)
     assert to_uint(x, 8).tolist() == [0, 0, 128, 255, 255]
     assert to_uint(x, 10).tolist() == [0, 0, 32768, 65535, 65535]
+
+
+@pytest.mark.parametrize("codec", ["ffv1", "h264"])
+def test_encoder_frames_are_the_filters_planes(tmp_path, codec):
+    """The frames the CLI (and every distributed chunk) gives the encoder are the planes that
+    core.animesr.Upscale(format=YUV420P10 / YUV420P8) writes: vsanimesr.formats' BT.709 limited-range conversion
+    (tested against core.resize in test_formats.py), after the same Spline36 resize for outscale; from host arrays
+    (uint8 or float) and from tensors alike. FFV1 keeps them exactly."""
+    import torch
+
+    from vsanimesr.formats import Converter, OutputSpec, PixelFormat
+
+    rng = np.random.default_rng(0)
+    yy, xx = np.mgrid[0:46, 0:62].astype(np.float32)
+    rgb = np.stack([0.5 + 0.6 * np.sin(xx / (3 + c) + yy / (4 + c)) for c in range(3)], -1)  # beyond [0, 1] too
+    rgb += 0.03 * rng.standard_normal(rgb.shape).astype(np.float32)
+    spec = CODECS[codec]
+    fmt = PixelFormat.parse("YUV420P10" if spec.bits == 10 else "YUV420P8")
+    for size in ((46, 62), (34, 46)):  # as upscaled, and with an outscale resize
+        want = Converter(OutputSpec(fmt, matrix=1, full_range=False), size, src_size=(46, 62))(
+            torch.from_numpy(rgb).permute(2, 0, 1))
+        enc = FrameEncoder(spec, size)
+        for y in (rgb, torch.from_numpy(rgb).permute(2, 0, 1).contiguous()):
+            vf = enc(y)
+            assert (vf.format.name, vf.height, vf.width) == (spec.pix_fmt, *size)
+            got = [np.asarray(p) for p in _planes(vf)]
+            for g, w in zip(got, want, strict=True):
+                np.testing.assert_array_equal(g, w.numpy())
+    u8 = (np.clip(rgb, 0, 1) * 255).round().astype(np.uint8)
+    a, b = enc(u8), enc(u8.astype(np.float32) / 255)
+    for pa, pb in zip(_planes(a), _planes(b), strict=True):
+        np.testing.assert_array_equal(pa, pb)
+    if codec == "ffv1":  # lossless: what is decoded is what was written
+        path = tmp_path / "planes.mkv"
+        with av.open(str(path), "w") as out:
+            st = out.add_stream("ffv1", rate=24)
+            st.height, st.width, st.pix_fmt = *size, spec.pix_fmt
+            frame = enc(rgb)
+            frame.pts = 0
+            out.mux(st.encode(frame))
+            out.mux(st.encode(None))
+        with av.open(str(path)) as c:
+            back = next(c.decode(video=0))
+        for g, w in zip(_planes(back), _planes(enc(rgb)), strict=True):
+            np.testing.assert_array_equal(g, w)
+
+
+def _planes(vf) -> list[np.ndarray]:  # noqa: ANN001
+    """The planes of a PyAV frame without row padding."""
+    dtype = np.uint16 if vf.format.name.endswith("10le") else np.uint8
+    return [np.ndarray((p.height, p.width), dtype, buffer=p, strides=(p.line_size, dtype().itemsize)).copy()
+            for p in vf.planes]
 
 
 # ---------------------------------------------------------------------------------------------- plumbing, fast

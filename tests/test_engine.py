@@ -88,6 +88,8 @@ def test_random_access_in_any_order_equals_upscale_with_defaults() -> None:
     for n in order:
         assert np.array_equal(shuf.frame(n, clip.__getitem__, len(clip)), ref[n]), n
     assert [np.array_equal(a, b) for a, b in zip(sr.stream(iter(clip)), ref, strict=True)] == [True] * len(clip)
+    tensors = [t.permute(1, 2, 0).numpy() for t in sr.stream_tensors(iter(clip))]
+    assert [np.array_equal(a, b) for a, b in zip(tensors, ref, strict=True)] == [True] * len(clip)
 
 
 def test_sequential_cost_is_one_step_per_frame_plus_warmup() -> None:

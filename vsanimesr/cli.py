@@ -295,8 +295,9 @@ def _run(args: argparse.Namespace, opts: Options) -> dict[str, object]:
     sr = AnimeSR(opts)
     log.info("engine ready in %.1f s", time.perf_counter() - t0)
 
-    def process(frames_in: Iterable[np.ndarray]) -> Iterator[np.ndarray]:
-        return sr.stream(frames_in)
+    def process(frames_in: Iterable[np.ndarray]) -> Iterator[Any]:
+        # Device tensors for the video encoder (converted where they are); host arrays for image files.
+        return sr.stream_tensors(frames_in) if args.command == "upscale" else sr.stream(frames_in)
 
     if args.command == "upscale":
         plan = plan_video(args.input, args.output, scale=sr.scale, **job)

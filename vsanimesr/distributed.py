@@ -49,10 +49,10 @@ from vsanimesr.options import Options
 from vsanimesr.video import (
     Crop,
     Encoding,
+    FrameEncoder,
     FrameRange,
     Tracks,
     VideoError,
-    _encoder_frame,
     _frame_rgb,
     _main_video,
     _open_encoder,
@@ -377,7 +377,7 @@ def _render_chunk(job: _ChunkJob, report: Callable[[int, int], Any] | None) -> d
             writer = _SegmentWriter(out, job)
             for n in range(chunk.start, chunk.end):
                 t1 = time.perf_counter()
-                y = session.frame(n)
+                y = session.tensor(n)  # on the engine's device: the encoder's planes are made there
                 t2 = time.perf_counter()
                 writer.write(y, job.pts[n - chunk.first])
                 t3 = time.perf_counter()
@@ -489,10 +489,11 @@ class _SegmentWriter:
     def __init__(self, out: Any, job: _ChunkJob) -> None:
         self.out, self.job = out, job
         self.stream = _open_encoder(out, job.encoding, rate=job.rate, time_base=job.time_base, size=job.size)
+        self.encode_frame = FrameEncoder(job.encoding.spec, job.size)
         self.written = 0
 
-    def write(self, y: np.ndarray, pts: int) -> None:
-        vf = _encoder_frame(y, self.job.encoding.spec, self.job.size)
+    def write(self, y: Any, pts: int) -> None:
+        vf = self.encode_frame(y)
         vf.pts = pts
         vf.time_base = self.job.time_base
         self.out.mux(self.stream.encode(vf))

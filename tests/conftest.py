@@ -218,3 +218,33 @@ def make_frame(h: int, w: int, seed: int = 0) -> np.ndarray:
     x[:, h // 4 : h // 2, w // 3 : w // 2] = np.array([0.9, 0.1, 0.3])[:, None, None]
     x += 0.04 * rng.standard_normal(x.shape)
     return x.astype(np.float32)
+
+
+def write_h264_aac(path: Path, frames, *, options: dict[str, str] | None = None) -> None:  # noqa: ANN001
+    """An H.264 + AAC file at 23.976 fps: ``frames`` ((H, W, 3) uint8 RGB) and a 440 Hz stereo tone as long."""
+    from fractions import Fraction
+
+    import av
+
+    frames = list(frames)
+    height, width = frames[0].shape[:2]
+    rate = Fraction(24000, 1001)
+    with av.open(str(path), "w") as out:
+        v = out.add_stream("libx264", rate=rate)
+        v.width, v.height, v.pix_fmt = width, height, "yuv420p"
+        if options:
+            v.options = options
+        a = out.add_stream("aac", rate=48000)
+        a.layout = "stereo"
+        for i, img in enumerate(frames):
+            vf = av.VideoFrame.from_ndarray(np.ascontiguousarray(img, dtype=np.uint8), format="rgb24")
+            vf.pts = i
+            out.mux(v.encode(vf))
+        out.mux(v.encode(None))
+        samples = int(48000 * len(frames) / rate)
+        tone = (0.2 * np.sin(2 * np.pi * 440 * np.arange(samples) / 48000)).astype(np.float32)
+        for k in range(0, samples, 1024):
+            af = av.AudioFrame.from_ndarray(np.stack([tone[k : k + 1024]] * 2), format="fltp", layout="stereo")
+            af.sample_rate, af.pts = 48000, k
+            out.mux(a.encode(af))
+        out.mux(a.encode(None))

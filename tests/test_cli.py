@@ -19,7 +19,7 @@ from pathlib import Path
 import av
 import numpy as np
 import pytest
-from conftest import clip_from, planes, smooth_frames
+from conftest import clip_from, planes, smooth_frames, write_h264_aac
 from PIL import Image
 
 from vsanimesr.cli import build_parser, flag, main
@@ -78,26 +78,9 @@ def _listing(folder: Path) -> list[str]:
 
 def _write_sample(path: Path, *, num_frames: int = 48, height: int = 48, width: int = 64) -> None:
     """A small H.264 + AAC MP4 at 23.976 fps (moving gradients and a 440 Hz tone)."""
-    rate = Fraction(24000, 1001)
-    with av.open(str(path), "w") as out:
-        v = out.add_stream("libx264", rate=rate)
-        v.width, v.height, v.pix_fmt = width, height, "yuv420p"
-        a = out.add_stream("aac", rate=48000)
-        a.layout = "stereo"
-        yy, xx = np.mgrid[0:height, 0:width]
-        for i in range(num_frames):
-            img = np.stack([(xx * 4 + i * 3) % 256, (yy * 5) % 256, np.full_like(xx, (i * 11) % 256)], -1)
-            vf = av.VideoFrame.from_ndarray(img.astype(np.uint8), format="rgb24")
-            vf.pts = i
-            out.mux(v.encode(vf))
-        out.mux(v.encode(None))
-        n = int(48000 * num_frames / rate)
-        tone = (0.2 * np.sin(2 * np.pi * 440 * np.arange(n) / 48000)).astype(np.float32)
-        for k in range(0, n, 1024):
-            af = av.AudioFrame.from_ndarray(np.stack([tone[k : k + 1024]] * 2), format="fltp", layout="stereo")
-            af.sample_rate, af.pts = 48000, k
-            out.mux(a.encode(af))
-        out.mux(a.encode(None))
+    yy, xx = np.mgrid[0:height, 0:width]
+    write_h264_aac(path, (np.stack([(xx * 4 + i * 3) % 256, (yy * 5) % 256, np.full_like(xx, (i * 11) % 256)], -1)
+                          for i in range(num_frames)))
 
 
 @pytest.fixture(scope="session")

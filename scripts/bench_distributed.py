@@ -144,7 +144,7 @@ def components(width: int, height: int, *, codec: str, frames: int, tmp: Path) -
     import av
 
     from vsanimesr.distributed import index_video
-    from vsanimesr.video import CODECS, Encoding, FrameEncoder, _open_encoder
+    from vsanimesr.video import CODECS, Encoding, VideoEncoder, _open_encoder
 
     rows = []
     src = tmp / "components.mp4"
@@ -169,12 +169,10 @@ def components(width: int, height: int, *, codec: str, frames: int, tmp: Path) -
         t0 = time.perf_counter()
         with av.open(str(path), "w") as out:  # the CLI's own encoder set-up and frame conversion
             st = _open_encoder(out, Encoding(name), rate=Fraction(24), time_base=Fraction(1, 24), size=(h4, w4))
-            encode_frame = FrameEncoder(spec, (h4, w4))
+            encoder = VideoEncoder(st, spec, (h4, w4), rate=Fraction(24), time_base=Fraction(1, 24))
             for i in range(enc_frames):
-                vf = encode_frame(base[i % 16 : i % 16 + h4, i % 16 : i % 16 + w4])
-                vf.pts = i
-                out.mux(st.encode(vf))
-            out.mux(st.encode(None))
+                out.mux(encoder.encode(base[i % 16 : i % 16 + h4, i % 16 : i % 16 + w4], i))
+            out.mux(encoder.flush())
         dt = time.perf_counter() - t0
         rows.append((f"encode {name} {w4}x{h4} (with RGB->YUV)", f"{enc_frames / dt:.2f} frames/s"))
     # The join's cost is per packet as much as per byte: 2000 FFV1 packets (the ones above, repeated), one remux.

@@ -31,6 +31,7 @@ from vsanimesr.video import (
     FrameEncoder,
     FrameRange,
     Tracks,
+    VideoEncoder,
     VideoError,
     join_segments,
     parse_crop,
@@ -593,6 +594,29 @@ def test_join_segments_equals_one_run(tagged_mkv, tmp_path):
     assert _audio_packets(joined) == _audio_packets(whole)
     with pytest.raises(VideoError, match="not after the previous one"):
         join_segments(tagged_mkv, [parts[1], parts[0]], tmp_path / "bad.mkv")
+
+
+def test_video_encoder_replaces_impossible_decoding_timestamps(tmp_path):
+    """x265 leaves the dts of a clip shorter than its B-frame delay uninitialised (MP4 then failed now and then with
+    "pts/dts pair unsupported"): VideoEncoder passes good timestamps through and replaces impossible ones."""
+    from fractions import Fraction
+
+    tb = Fraction(1, 1000)
+    frames = [np.full((32, 48, 3), v, np.float32) for v in (0.2, 0.4, 0.6, 0.8)]
+    with av.open(str(tmp_path / "x.mp4"), "w") as out:
+        st = out.add_stream("libx264", rate=24)
+        st.height, st.width, st.pix_fmt, st.time_base = 32, 48, "yuv420p", tb
+        enc = VideoEncoder(st, CODECS["h264"], (32, 48), rate=Fraction(24), time_base=tb)
+        packets = [p for i, y in enumerate(frames) for p in enc.encode(y, round(i * 1000 / 24))] + enc.flush()
+        good = [(p.pts, p.dts) for p in packets]
+        assert all(d is not None and d <= p for p, d in good) and [d for _, d in good] == sorted({d for _, d in good})
+        enc2 = VideoEncoder(st, CODECS["h264"], (32, 48), rate=Fraction(24), time_base=tb)
+        garbage = (-94213205076608, None, 10**12, -4)  # long before, missing, after the pts, not after the previous
+        for p, d in zip(packets, garbage, strict=True):
+            p.dts = d
+        enc2._checked(packets)
+        assert [(p.pts, p.dts) for p in packets] == [(good[0][0], good[0][0])] + [
+            (p, good[0][0] + k) for k, (p, _) in enumerate(good[1:], 1)]
 
 
 def test_mp4_says_what_it_cannot_hold(tagged_mkv, weights_v2, tmp_path, capsys):

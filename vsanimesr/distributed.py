@@ -49,9 +49,9 @@ from vsanimesr.options import Options
 from vsanimesr.video import (
     Crop,
     Encoding,
-    FrameEncoder,
     FrameRange,
     Tracks,
+    VideoEncoder,
     VideoError,
     _frame_rgb,
     _main_video,
@@ -488,19 +488,16 @@ class _SegmentWriter:
 
     def __init__(self, out: Any, job: _ChunkJob) -> None:
         self.out, self.job = out, job
-        self.stream = _open_encoder(out, job.encoding, rate=job.rate, time_base=job.time_base, size=job.size)
-        self.encode_frame = FrameEncoder(job.encoding.spec, job.size)
+        stream = _open_encoder(out, job.encoding, rate=job.rate, time_base=job.time_base, size=job.size)
+        self.encoder = VideoEncoder(stream, job.encoding.spec, job.size, rate=job.rate, time_base=job.time_base)
         self.written = 0
 
     def write(self, y: Any, pts: int) -> None:
-        vf = self.encode_frame(y)
-        vf.pts = pts
-        vf.time_base = self.job.time_base
-        self.out.mux(self.stream.encode(vf))
+        self.out.mux(self.encoder.encode(y, pts))
         self.written += 1
 
     def finish(self) -> int:
-        self.out.mux(self.stream.encode(None))
+        self.out.mux(self.encoder.flush())
         return self.written
 
 
@@ -926,9 +923,14 @@ class _Cluster:
                     snap = ray.get(board.snapshot.remote(), timeout=5)
                     show(finished_frames + sum(snap.get(c.index, 0) for c in running.values()))
         finally:
-            for ref in running:  # interrupted: stop what still runs (finished chunks are recorded already)
-                with contextlib.suppress(Exception):
-                    ray.cancel(ref, force=True)
+            # Interrupted: what still runs must stop (finished chunks are recorded already). On our own connection
+            # close() disconnects and Ray kills the workers of a driver that is gone; ray.cancel(force=True) here
+            # raced Ray's own completion callback and aborted the process now and then ("Tried to complete task that
+            # was not pending", ray-project/ray#54846). On the caller's connection (left open) a plain cancel asks.
+            if running and not self.started_here:
+                for ref in running:
+                    with contextlib.suppress(Exception):
+                        ray.cancel(ref)
         return results, failures
 
     def _run_here(self, jobs: list[_ChunkJob], wd: _WorkDir, *, retries: int, show: Callable[[int], None]

@@ -35,6 +35,7 @@ __all__ = [
     "Crop",
     "Encoding",
     "FrameEncoder",
+    "VideoEncoder",
     "FrameRange",
     "ImagePlan",
     "Tracks",
@@ -689,6 +690,54 @@ class FrameEncoder:
         return vf
 
 
+class VideoEncoder:
+    """The output's video stream fed with upscaled frames: :class:`FrameEncoder`, then the encoder, whose packets
+    leave with usable timestamps. Shared by the CLI and :mod:`vsanimesr.distributed`.
+
+    x265 leaves a packet's decoding timestamp uninitialised when a clip has no more frames than its B-frame delay
+    (two frames at preset ultrafast): MP4 then refuses the packet ("pts/dts pair unsupported") or stores nonsense,
+    depending on what the memory held. A dts that cannot be right (missing, after its pts, more than
+    :attr:`MAX_REORDER` frames before it, or not after the previous one) becomes the previous dts + 1, or the pts for
+    the first packet.
+    """
+
+    MAX_REORDER = 64
+    """Frames a dts may lag its pts (encoders reorder at most about 16)."""
+
+    def __init__(self, stream: Any, spec: Codec, size: tuple[int, int], *, rate: Fraction, time_base: Fraction) -> None:
+        self.stream, self.rate, self.time_base = stream, rate, time_base
+        self.frame = FrameEncoder(spec, size)
+        self._last_dts: int | None = None
+        self._warned = False
+
+    def encode(self, y: Any, pts: int) -> list[Any]:
+        """Packets for upscaled frame ``y`` (see :class:`FrameEncoder`) shown at ``pts`` (in ``time_base``)."""
+        vf = self.frame(y)
+        vf.pts = pts
+        vf.time_base = self.time_base
+        return self._checked(self.stream.encode(vf))
+
+    def flush(self) -> list[Any]:
+        """The encoder's remaining packets."""
+        return self._checked(self.stream.encode(None))
+
+    def _checked(self, packets: list[Any]) -> list[Any]:
+        for p in packets:
+            if p.pts is None:
+                continue
+            frame = 1 / (self.rate * (p.time_base or self.stream.codec_context.time_base))
+            last, dts = self._last_dts, p.dts
+            if dts is None or dts > p.pts or dts < p.pts - self.MAX_REORDER * frame or (last is not None
+                                                                                          and dts <= last):
+                p.dts = dts = p.pts if last is None else last + 1
+                if not self._warned:
+                    self._warned = True
+                    log.debug("%s gave a packet an impossible dts; replaced (pts %d, dts %d)",
+                              self.stream.codec_context.name, p.pts, dts)  # fmt: skip
+            self._last_dts = dts
+        return packets
+
+
 class _Transcoder:
     """One run of :func:`transcode_video`: reads the input's frames, encodes the processed ones, copies the rest.
 
@@ -765,15 +814,12 @@ class _Transcoder:
             copier = _PacketCopier(out, layout.copies, self.frames)
             tick = progress(self.expected) if progress else (lambda: None)
             written, shift, t_end = 0, None, 0.0
-            encode_frame = FrameEncoder(self.spec, (self.height, self.width))
+            encoder = VideoEncoder(vout, self.spec, (self.height, self.width), rate=self.rate, time_base=self.tb)
             for y in process(self._frames_in(copier)):
-                vf = encode_frame(y)
                 pts = self.pending_pts.popleft()
                 if shift is None:
                     shift = pts if self.frames.start > 0 and not self.segment else 0
-                vf.pts = pts - shift
-                vf.time_base = self.tb
-                out.mux(vout.encode(vf))
+                out.mux(encoder.encode(y, pts - shift))
                 written += 1
                 t_end = float((pts + self.frame_ticks) * self.tb)
                 tick()
@@ -782,7 +828,7 @@ class _Transcoder:
                     f"frames {self.frames.start}:{'' if self.frames.end is None else self.frames.end} start past "
                     f"the end of {str(self.src)!r}, which has {self.decoded} frames (0 to {self.decoded - 1})"
                 )
-            out.mux(vout.encode(None))
+            out.mux(encoder.flush())
             copied = [s.type for s in layout.copies.values()]
             if not self.segment:
                 t0 = copier.t0 if self.frames.start > 0 and copier.t0 is not None else float("-inf")

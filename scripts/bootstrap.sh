@@ -63,7 +63,9 @@ source_stamp() {
         "$VENV/bin/python" -c 'import sys; print(sys.version)'
         echo "$EXTRAS ${PIP_ARGS:-}"
         local paths=() p
-        for p in pyproject.toml setup.py setup.cfg MANIFEST.in vsanimesr; do [[ -e "$p" ]] && paths+=("$p"); done
+        for p in pyproject.toml setup.py setup.cfg MANIFEST.in vsanimesr animesr_tools training; do
+            [[ -e "$p" ]] && paths+=("$p")
+        done
         find "${paths[@]}" -type f ! -path '*/__pycache__/*' ! -name '*.pyc' ! -name '*.so' -print0 \
             | LC_ALL=C sort -z | xargs -0 sha256sum
     ) | sha256sum | cut -d' ' -f1

@@ -103,6 +103,7 @@ def _extensions() -> list[Extension]:
         Extension(
             "vapoursynth.plugins.libanimesr",
             sources=["vsanimesr/_plugin/animesr.c"],
+            depends=["vsanimesr/options.py"],  # the generated header's source: a changed option rebuilds the plugin
             include_dirs=[],  # the VapourSynth headers and the generated options header: added by OptionalBuildExt
             define_macros=[("Py_LIMITED_API", "0x030C0000")],
             py_limited_api=True,

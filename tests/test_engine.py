@@ -300,6 +300,14 @@ def test_bad_arguments_name_argument_and_value() -> None:
         AnimeSR(device="cpu", fp16=True)
     with pytest.raises(ValueError, match=r"AnimeSR: device='tpu': must be 'auto', 'cpu', 'cuda' or 'cuda:N'"):
         AnimeSR(device="tpu")
+    with pytest.raises(ValueError, match=r"^AnimeSR: cuda_graphs=True: needs a CUDA device, got device='cpu'$"):
+        AnimeSR(device="cpu", cuda_graphs=True)
+    with pytest.raises(ValueError, match=r"^AnimeSR: cuda_graphs=True: applies to backend 'torch', not 'tensorrt'$"):
+        AnimeSR(device="cpu", backend="tensorrt", cuda_graphs=True)
+    from vsanimesr.backends.graphs import CUDAGraphStep
+
+    with pytest.raises(ValueError, match=r"^CUDAGraphStep: device must be a CUDA device, got cpu$"):
+        CUDAGraphStep(torch.nn.Identity(), device=torch.device("cpu"))
     with pytest.raises(ValueError, match=r"AnimeSR: scene_threshold=-1: must be >= 0"):
         AnimeSR(scene_threshold=-1)
     with pytest.raises(ValueError, match=r"n=3: must be a frame number in \[0, 2\]"):

@@ -471,3 +471,30 @@ def test_engine_and_filter_on_the_tensorrt_backend(core) -> None:  # noqa: ANN00
     for n in reversed(range(len(lr))):
         for a, b in zip([np.array(up.get_frame(n)[p]) for p in range(3)], seq[n], strict=True):
             np.testing.assert_array_equal(a, b, err_msg=f"frame {n}")
+
+
+def test_cuda_graphs_match_eager_and_stay_order_proof(core) -> None:  # noqa: ANN001
+    """cuda_graphs=True: the same numbers as the eager step (fp32 and fp16, whole frames and tiles), one capture per
+    input size, any request order bitwise equal to a sequential pass, and the filter takes the option."""
+    from vsanimesr.backends.graphs import CUDAGraphStep
+
+    vs = pytest.importorskip("vapoursynth")
+    frames = _frames(10, 32, 48)
+    kw = dict(device="cuda", reset_interval=4, warmup=2)
+    for extra in ({}, {"fp16": True}, {"tile": 16, "tile_overlap": 8}):
+        eager = AnimeSR(**kw, **extra).upscale(frames)
+        sr = AnimeSR(**kw, **extra, cuda_graphs=True)
+        assert isinstance(sr._step_fn, CUDAGraphStep)
+        graphed = sr.upscale(frames)
+        assert psnr(np.clip(graphed, 0, 1), np.clip(eager, 0, 1)) > (60 if extra.get("fp16") else 80), extra
+        sizes = {tuple(t[:4]) for t in sr._tiles(32, 48)}
+        assert sr._step_fn.captures == len({(y1 - y0, x1 - x0) for y0, y1, x0, x1 in sizes}), extra
+        order = list(range(len(frames)))
+        random.Random(7).shuffle(order)
+        for n in order:
+            np.testing.assert_array_equal(sr.frame(n, frames.__getitem__, len(frames)), graphed[n], err_msg=str(n))
+    lr = np.ascontiguousarray(frames.transpose(0, 3, 1, 2))
+    ref = AnimeSR(**kw, cuda_graphs=True).upscale(frames).transpose(0, 3, 1, 2)
+    up = core.animesr.Upscale(clip_from(core, lr, vs.RGBS), cuda_graphs=1, **kw)
+    for n in reversed(range(len(lr))):
+        np.testing.assert_array_equal(planes(up.get_frame(n)), ref[n], err_msg=f"frame {n}")

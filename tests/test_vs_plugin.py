@@ -256,6 +256,8 @@ BAD_INPUTS = [
         (None, {"fp16": 3}, "fp16=3: must be true or false (0 or 1)"),
         (None, {"bf16": 2}, "bf16=2: must be true or false (0 or 1)"),
         (None, {"compile": -1}, "compile=-1: must be true or false (0 or 1)"),
+        (None, {"device": "cpu", "cuda_graphs": 1}, "cuda_graphs=True: needs a CUDA device, got device='cpu'"),
+        (None, {"cuda_graphs": 2}, "cuda_graphs=2: must be true or false (0 or 1)"),
         (None, {"backend": "nope"}, "backend='nope': must be one of"),
         (None, {"outscale": float("inf")}, "outscale=inf: must be a finite number"),
         (None, {"format": vs.YUV420P10, "outscale": 1.3}, "outscale=1.3: gives a 31x21 frame, but format=YUV420P10"),

@@ -184,7 +184,7 @@ class AnimeSR:
         try:
             self._step_fn: Callable[[Tensor, Tensor, Tensor], tuple[Tensor, Tensor]] = make_step(
                 opts.backend, net, model_path=self.model_path, device=self.device, precision=self.precision,
-                compile=opts.compile)
+                compile=opts.compile, cuda_graphs=opts.cuda_graphs)
         except OptionError as e:
             raise e.prefixed("AnimeSR") from None
         self.steps = 0

@@ -73,6 +73,8 @@ class Options:
                              "bf16 10x slower or worse, so there it falls back to fp32 with a warning)")
     tf32: bool = _opt(False, "let fp32 convolutions on CUDA use TF32 tensor cores (faster, less exact)")
     compile: bool = _opt(False, "run the network through torch.compile (faster after a slow first call)")
+    cuda_graphs: bool = _opt(False, "replay the network step as CUDA graphs, one per input size (CUDA and backend "
+                                    "torch; less CPU time per frame)")
     tile: int = _opt(0, "tile size in input pixels (0 = whole frame); each tile keeps its own recurrent state",
                      minimum=0)
     tile_overlap: int = _opt(16, "context added on each side of a tile, in input pixels", minimum=0)

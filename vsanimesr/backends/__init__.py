@@ -5,7 +5,8 @@ A backend is a callable ``step(frames9, prev_out, state) -> (out, state)`` on NC
 ``Options.backend`` names:
 
 * ``torch``: the module itself, or through ``torch.compile`` with its caches kept per machine (see
-  :func:`persistent_compile_cache`);
+  :func:`persistent_compile_cache`), optionally replayed as CUDA graphs
+  (:class:`vsanimesr.backends.graphs.CUDAGraphStep`);
 * ``openvino``: :class:`vsanimesr.backends.openvino.OpenVINOStep`, the ONNX export of the same step compiled by
   OpenVINO once per input size (optional extra ``vapoursynth-animesr[openvino]``; CPU only here);
 * ``tensorrt``: :class:`vsanimesr.backends.tensorrt.TensorRTStep`, the same export built into a TensorRT engine per
@@ -86,6 +87,7 @@ def make_step(
     device: torch.device,
     precision: str,
     compile: bool = False,  # noqa: A002 - the option's name
+    cuda_graphs: bool = False,
 ) -> StepFn:
     """The step callable for ``backend`` (see the module docstring); ``net`` is already on ``device``.
 
@@ -93,12 +95,21 @@ def make_step(
     and autocast, the OpenVINO backend through its inference-precision hint. A combination that cannot work raises
     :class:`~vsanimesr.options.OptionError` naming the option and its value.
     """
+    if cuda_graphs and backend != "torch":
+        raise OptionError("cuda_graphs", True, f"applies to backend 'torch', not {backend!r}")
     if backend == "torch":
+        step: StepFn = net
         if compile:
             cache = persistent_compile_cache()
             log.debug("AnimeSR: torch.compile with its caches in %s", cache)
-            return torch.compile(net, dynamic=False)
-        return net
+            step = torch.compile(net, dynamic=False)
+        if cuda_graphs:
+            if device.type != "cuda":
+                raise OptionError("cuda_graphs", True, f"needs a CUDA device, got device={str(device)!r}")
+            from vsanimesr.backends.graphs import CUDAGraphStep
+
+            step = CUDAGraphStep(step, device=device)
+        return step
     if backend == "openvino":
         from vsanimesr.backends import openvino
 

